@@ -1,0 +1,170 @@
+"""What every cell is: pure functions over a params pytree, plus the helpers they share.
+
+A cell is a frozen dataclass whose fields are its *switches* (hidden size, gates on/off,
+activations, ...). It holds no parameters and no state; it offers
+
+* ``init(key, input_size) -> params``: a dict of named arrays,
+* ``initial_carry(batch_shape, dtype) -> carry``: a dict of named arrays,
+* ``project(params, x) -> px``: the part of a step that reads only the input. It accepts any
+  leading dimensions, so the scanned core computes it for all time steps in one matmul
+  ("hoisting"); cells whose input path depends on the state (Mogrifier) return ``x`` unchanged,
+* ``recur(params, carry, px) -> (carry, y)``: the rest of the step,
+* ``step(params, carry, x) = recur(params, carry, project(params, x))``.
+
+Weights multiply from the right (``x @ w_x``), so ``w_x`` has shape ``[input, gates * hidden]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+Params = dict
+Carry = dict
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda x: x,
+    "relu": jax.nn.relu,
+    "softsign": jax.nn.soft_sign,
+    "hard_tanh": jax.nn.hard_tanh,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+}
+
+
+_TYPES = {"int": (int,), "bool": (bool,), "str": (str,), "float": (int, float),
+          "float | None": (int, float, type(None))}
+
+
+class CellConfigError(ValueError):
+    """An unknown cell or switch name, a bad switch value, or contradictory switches."""
+
+
+def activation(name: str, what: str) -> Callable:
+    if name not in ACTIVATIONS:
+        raise CellConfigError(
+            f"unknown {what} {name!r}; valid choices: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Base class. Subclasses add switch fields and implement init/initial_carry/recur."""
+
+    hidden_size: int
+
+    #: carry entry fed back through recurrent weights (variational recurrent dropout acts on it);
+    #: None for cells with no recurrent matrix (mLSTM, minLSTM, minGRU).
+    recurrent_key = "h"
+    #: True if the cell has a parallel-over-time form (``scan_parallel``).
+    has_parallel_form = False
+
+    def __post_init__(self):
+        if not isinstance(self.hidden_size, int) or self.hidden_size <= 0:
+            raise CellConfigError(f"hidden_size must be a positive int, got {self.hidden_size!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = _TYPES[str(f.type)]
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise CellConfigError(
+                    f"{self.name}: switch {f.name}={value!r} must be of type {f.type}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse contradictory switches (raise CellConfigError with the reason)."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size
+
+    def switches(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # --- the interface -------------------------------------------------------------------
+    def init(self, key: jax.Array, input_size: int) -> Params:
+        raise NotImplementedError
+
+    def initial_carry(self, batch_shape: tuple[int, ...], dtype=jnp.float32) -> Carry:
+        return {"h": jnp.zeros((*batch_shape, self.hidden_size), dtype)}
+
+    def project(self, params: Params, x: jax.Array):
+        return x
+
+    def recur(self, params: Params, carry: Carry, px) -> tuple[Carry, jax.Array]:
+        raise NotImplementedError
+
+    def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+        """One time step on raw input ``x`` of shape ``[..., input_size]``."""
+        return self.recur(params, carry, self.project(params, x))
+
+    def check_input(self, params: Params, x: jax.Array) -> None:
+        """Raise a clear error if ``x``'s feature size differs from what ``params`` expect."""
+        expected = input_size_of(params)
+        if expected is not None and x.shape[-1] != expected:
+            raise ValueError(
+                f"{self.name}: expected inputs with last dimension {expected} "
+                f"(shape [..., {expected}]), got shape {tuple(x.shape)}")
+
+
+def input_size_of(params: Params) -> int | None:
+    for name in ("w_x", "mog_r"):
+        if name in params:
+            return params[name].shape[-2] if name == "w_x" else params[name].shape[-1]
+    return None
+
+
+# --- initializers shared by the cells ---------------------------------------------------------
+def uniform(key, shape, scale, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+
+def glorot(key, fan_in, fan_out, n_blocks=1, dtype=jnp.float32):
+    """Glorot-uniform ``[fan_in, n_blocks * fan_out]``, each gate block scaled on its own fan."""
+    keys = jax.random.split(key, n_blocks)
+    scale = math.sqrt(6.0 / (fan_in + fan_out))
+    return jnp.concatenate([uniform(k, (fan_in, fan_out), scale, dtype) for k in keys], axis=-1)
+
+
+def orthogonal(key, rows, cols, n_blocks=1, dtype=jnp.float32):
+    """Orthogonal ``[rows, n_blocks * cols]``, one orthogonal matrix per gate block."""
+    init = jax.nn.initializers.orthogonal()
+    keys = jax.random.split(key, n_blocks)
+    return jnp.concatenate([init(k, (rows, cols), dtype) for k in keys], axis=-1)
+
+
+def split_gates(pre: jax.Array, names: tuple[str, ...]) -> dict[str, jax.Array]:
+    """Split ``[..., len(names) * H]`` into a dict of ``[..., H]`` arrays, in ``names`` order."""
+    return dict(zip(names, jnp.split(pre, len(names), axis=-1)))
+
+
+def layer_norm(x, scale, bias, eps=1e-5):
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+def parse_switch_value(text: str) -> Any:
+    """'1' -> 1, '0.5' -> 0.5, 'true'/'false' -> bool, 'none' -> None, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def fields_of(cls) -> Mapping[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}

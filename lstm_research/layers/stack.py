@@ -1,0 +1,135 @@
+"""Stacked (optionally bidirectional) recurrent layers with dropout, zoneout and masking."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from lstm_research import cells as cells_lib
+from lstm_research.cells.base import Cell
+from lstm_research.layers.scan import scan as scan_over_time
+
+
+def dropout(key, x, rate, shape=None):
+    """Inverted dropout; ``shape`` (broadcastable to x) shares one mask across the other dims."""
+    if not rate:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape or x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """``num_layers`` layers of ``cell``; layer l > 0 reads layer l-1's outputs (both directions
+    concatenated, forward first, when ``bidirectional``).
+
+    Regularization, active only with ``train=True`` (and an rng ``key``):
+
+    * ``dropout``: on the outputs of every layer but the last (the non-recurrent connections
+      between layers, Zaremba et al. 2014), a fresh mask per time step;
+    * ``input_dropout``: variational dropout on each layer's input, one mask per sequence;
+    * ``recurrent_dropout``: variational dropout on the recurrent state h (Gal & Ghahramani
+      2016), one mask per sequence and layer;
+    * ``zoneout``: zoneout on the carry (Krueger et al. 2017), a float or {carry key: rate}.
+
+    Params: ``{"layers": [{"fwd": cell params, "bwd": cell params (bidirectional)}, ...]}``.
+    Carries: a list (one per layer) of ``{"fwd": carry, "bwd": carry}``.
+    """
+
+    cell: Cell
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float | dict | None = None
+    parallel: bool = False
+    remat: bool = False
+    unroll: int = 1
+
+    def __post_init__(self):
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        for what in ("dropout", "input_dropout", "recurrent_dropout"):
+            rate = getattr(self, what)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {rate}")
+
+    @property
+    def directions(self):
+        return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    @property
+    def output_size(self):
+        return self.cell.output_size * len(self.directions)
+
+    @property
+    def stochastic(self):
+        return bool(self.dropout or self.input_dropout or self.recurrent_dropout or self.zoneout)
+
+    def init(self, key, input_size):
+        layers = []
+        for layer in range(self.num_layers):
+            key, *ks = jax.random.split(key, 1 + len(self.directions))
+            size = input_size if layer == 0 else self.output_size
+            layers.append({d: self.cell.init(k, size) for d, k in zip(self.directions, ks)})
+        return {"layers": layers}
+
+    def initial_carry(self, batch_size, dtype=jnp.float32):
+        return [{d: self.cell.initial_carry((batch_size,), dtype) for d in self.directions}
+                for _ in range(self.num_layers)]
+
+    def apply(self, params, xs, carries=None, *, lengths=None, train=False, key=None,
+              dtype=None, time_major=False):
+        """Run the stack on ``xs`` [B, T, I] (or [T, B, I] with ``time_major``).
+
+        Returns ``(ys, carries)``: outputs [B, T, output_size] and the final carries, ready to
+        pass back in for truncated BPTT. ``dtype`` (e.g. ``jnp.bfloat16``) casts the params,
+        inputs and carries for the computation.
+        """
+        first = params["layers"][0][self.directions[0]]
+        expected = cells_lib.base.input_size_of(first)
+        if xs.ndim != 3 or (expected is not None and xs.shape[-1] != expected):
+            raise ValueError(f"expected inputs of shape [batch, time, {expected}]"
+                             f"{' (time-major: [time, batch, ...])' if time_major else ''}, "
+                             f"got shape {tuple(xs.shape)}")
+        if train and self.stochastic and key is None:
+            raise ValueError("training with dropout/zoneout needs an rng key: apply(..., key=...)")
+        if not time_major:
+            xs = jnp.swapaxes(xs, 0, 1)
+        T, B = xs.shape[:2]
+        if dtype is not None:
+            params = jax.tree.map(lambda p: p.astype(dtype), params)
+            xs = xs.astype(dtype)
+        if carries is None:
+            carries = self.initial_carry(B, xs.dtype)
+        elif dtype is not None:
+            carries = jax.tree.map(lambda c: c.astype(dtype), carries)
+        train = train and self.stochastic
+
+        new_carries = []
+        for layer, (p_layer, c_layer) in enumerate(zip(params["layers"], carries)):
+            if train:
+                key, k_in, k_drop = jax.random.split(key, 3)
+                xs = dropout(k_in, xs, self.input_dropout, (1, B, xs.shape[-1]))
+            outs, c_out = [], {}
+            for d in self.directions:
+                rec_mask, zkey = None, None
+                if train:
+                    key, k_rec, zkey = jax.random.split(key, 3)
+                    if self.recurrent_dropout:
+                        ones = jnp.ones((B, c_layer[d][self.cell.recurrent_key].shape[-1]), xs.dtype)
+                        rec_mask = dropout(k_rec, ones, self.recurrent_dropout)
+                c_out[d], ys = scan_over_time(
+                    self.cell, p_layer[d], xs, c_layer[d], lengths=lengths, reverse=d == "bwd",
+                    recurrent_mask=rec_mask, zoneout=self.zoneout, key=zkey, train=train,
+                    parallel=self.parallel, remat=self.remat, unroll=self.unroll)
+                outs.append(ys)
+            xs = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
+            if train and layer < self.num_layers - 1:
+                xs = dropout(k_drop, xs, self.dropout)
+            new_carries.append(c_out)
+        if not time_major:
+            xs = jnp.swapaxes(xs, 0, 1)
+        return xs, new_carries
