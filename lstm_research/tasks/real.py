@@ -1,0 +1,92 @@
+"""Tasks on real data: Penn Treebank word-level LM and JSB Chorales next-step prediction."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_research.data import jsb, ptb
+from lstm_research.tasks.base import Task, bernoulli_nll, epoch_stream, step_mask
+
+
+@dataclasses.dataclass
+class PennTreebank(Task):
+    """Word-level PTB language modeling (Mikolov's 10k split, ``<eos>`` per line) with the
+    contiguous batch-major streams and truncated BPTT of Zaremba et al. 2014: the recurrent
+    state is carried from batch to batch and reset at the start of each epoch (and of each
+    evaluation). Metric: perplexity = exp(mean NLL per token).
+
+    ``loss_norm``: "sum_time" (Zaremba: the sum over the unrolled steps of the batch-mean NLL;
+    lr 1 depends on it) or "mean_token" (mean NLL per token).
+    """
+    data_dir: str | None = None
+    batch_size: int = 20
+    bptt: int = 35
+    eval_batch_size: int = 20
+    loss_norm: str = "sum_time"
+    tokens: dict | None = None
+
+    def __post_init__(self):
+        if self.loss_norm not in ("sum_time", "mean_token"):
+            raise ValueError(f"task.loss_norm={self.loss_norm!r}; valid: 'sum_time', 'mean_token'")
+
+    def train_batches(self, start_step):
+        def epoch(e, start):
+            for x, y in ptb.lm_batches(self.tokens["train"], self.batch_size, self.bptt, start):
+                yield {"x": x, "y": y}
+        return epoch_stream(epoch, self.steps_per_epoch, start_step)
+
+    def eval_batches(self, split):
+        for k, (x, y) in enumerate(ptb.lm_batches(self.tokens[split], self.eval_batch_size,
+                                                  self.bptt)):
+            yield {"x": x, "y": y, "reset": np.bool_(k == 0)}
+
+    def loss(self, outputs, batch):
+        nll = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["y"])  # [B, T]
+        value = jnp.sum(jnp.mean(nll, 0)) if self.loss_norm == "sum_time" else jnp.mean(nll)
+        return value, {"nll": jnp.sum(nll), "tokens": nll.size}
+
+    def summarize(self, s):
+        nll = s["nll"] / s["tokens"]
+        return {"perplexity": float(np.exp(nll)), "nll": nll}
+
+
+@dataclasses.dataclass
+class JSBChorales(Task):
+    """JSB Chorales (Boulanger-Lewandowski et al. 2012 split, quarter notes): predict the next
+    88-key piano-roll frame from the frames so far. Metric (Greff et al. 2015, Chung et al.
+    2014): NLL per time step = the sum of the 88 Bernoulli NLLs, averaged over all predicted
+    frames of the split."""
+    data_dir: str | None = None
+    seed: int = 0
+    batch_size: int = 1
+    eval_batch_size: int = 100
+    rolls: dict | None = None
+
+    @staticmethod
+    def _shifted(x, lengths):
+        # predict frame t+1 from frames <= t: inputs x[:, :-1], targets x[:, 1:]
+        return {"x": x[:, :-1], "y": x[:, 1:], "lengths": np.maximum(lengths - 1, 0)}
+
+    def train_batches(self, start_step):
+        def epoch(e, start):
+            for x, lengths in jsb.jsb_batches(self.rolls["train"], self.batch_size, self.seed,
+                                              e, start=start):
+                yield self._shifted(x, lengths)
+        return epoch_stream(epoch, self.steps_per_epoch, start_step)
+
+    def eval_batches(self, split):
+        for x, lengths in jsb.jsb_batches(self.rolls[split], self.eval_batch_size, 0, 0,
+                                          shuffle=False):
+            yield self._shifted(x, lengths)
+
+    def loss(self, outputs, batch):
+        mask = step_mask(batch, outputs.shape[1])
+        nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask
+        frames = jnp.sum(mask)
+        return jnp.sum(nll) / frames, {"nll": jnp.sum(nll), "frames": frames}
+
+    def summarize(self, s):
+        return {"nll": s["nll"] / s["frames"]}

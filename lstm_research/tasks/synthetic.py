@@ -1,0 +1,189 @@
+"""Synthetic long-time-lag tasks generated from a seed (inputs/targets from
+:mod:`lstm_research.data.synthetic`; this module adds batching, losses and metrics)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_research.data import synthetic as gen
+from lstm_research.tasks.base import Task, bernoulli_nll, step_mask
+
+_SPLIT_SEED = {"train": 0, "valid": 1, "test": 2}
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_SEED[split], index])
+
+
+@dataclasses.dataclass
+class _Generated(Task):
+    """Train batch k is drawn from rng(seed, 'train', k); valid/test are fixed sets."""
+    seed: int = 0
+    batch_size: int = 50
+    eval_size: int = 1000
+    eval_batch_size: int = 500
+
+    def make(self, rng, n) -> dict:
+        raise NotImplementedError
+
+    def train_batches(self, start_step):
+        step = start_step
+        while True:
+            yield self.make(_rng(self.seed, "train", step), self.batch_size)
+            step += 1
+
+    def eval_batches(self, split):
+        n, k = self.eval_size, 0
+        while n > 0:
+            m = min(n, self.eval_batch_size)
+            yield self.make(_rng(self.seed, split, k), m)
+            n, k = n - m, k + 1
+
+
+@dataclasses.dataclass
+class Adding(_Generated):
+    """Adding problem: regress the sum of the two marked values (metric: MSE).
+
+    ``variant='le'``: Le et al. 2015 (predicting the mean scores MSE 1/6).
+    ``variant='hochreiter'``: Hochreiter & Schmidhuber 1997 exp. 4 (target 0.5 + (X1+X2)/4,
+    variable lengths; solved when every test sequence has |error| < 0.04).
+    """
+    T: int = 100
+    variant: str = "le"
+
+    def make(self, rng, n):
+        return gen.adding_problem(rng, n, self.T, self.variant)
+
+    def loss(self, outputs, batch):
+        err = outputs[:, 0] - batch["y"]
+        return jnp.mean(err ** 2), {"se": jnp.sum(err ** 2), "n": err.shape[0],
+                                    "ok": jnp.sum(jnp.abs(err) < 0.04),
+                                    "max_abs": jnp.max(jnp.abs(err))}
+
+    def summarize(self, s):
+        return {"mse": s["se"] / s["n"], "frac_within_0.04": s["ok"] / s["n"],
+                "max_abs_error": s["max_abs"]}
+
+
+@dataclasses.dataclass
+class CopyMemory(_Generated):
+    """Copy memory (Arjovsky et al. 2016): recall 10 symbols after T blanks. Metric:
+    cross-entropy per step in nats (memoryless baseline 10 ln 8 / (T + 20))."""
+    T: int = 100
+
+    def make(self, rng, n):
+        b = gen.copy_memory(rng, n, self.T)
+        return {"x": np.eye(10, dtype=np.float32)[b["x"]], "y": b["y"]}
+
+    def loss(self, outputs, batch):
+        ce = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["y"])
+        tail = ce[:, -10:]
+        correct = jnp.argmax(outputs[:, -10:], -1) == batch["y"][:, -10:]
+        return jnp.mean(ce), {"ce": jnp.sum(ce), "steps": ce.size,
+                              "copied": jnp.sum(correct), "copy_steps": tail.size}
+
+    def summarize(self, s):
+        return {"ce": s["ce"] / s["steps"], "copy_accuracy": s["copied"] / s["copy_steps"],
+                "baseline_ce": gen.copy_memory_baseline(self.T)}
+
+
+@dataclasses.dataclass
+class TemporalOrder(_Generated):
+    """Temporal order (Hochreiter & Schmidhuber 1997, exp. 6a: 4 classes, 6b: 8 classes).
+    Metric: classification error rate on the split."""
+    variant: str = "6a"
+
+    def make(self, rng, n):
+        b = gen.temporal_order(rng, n, self.variant)
+        return {"x": b["x"], "y": b["y"], "lengths": b["lengths"]}
+
+    def loss(self, outputs, batch):
+        ce = optax.softmax_cross_entropy_with_integer_labels(outputs, batch["y"])
+        wrong = jnp.argmax(outputs, -1) != batch["y"]
+        return jnp.mean(ce), {"ce": jnp.sum(ce), "wrong": jnp.sum(wrong), "n": ce.shape[0]}
+
+    def summarize(self, s):
+        return {"error_rate": s["wrong"] / s["n"], "ce": s["ce"] / s["n"]}
+
+
+def _pad(seqs):
+    T = max(len(s) for s in seqs)
+    out = np.zeros((len(seqs), T) + seqs[0].shape[1:], np.float32)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out, np.array([len(s) for s in seqs], np.int32)
+
+
+@dataclasses.dataclass
+class EmbeddedReber(_Generated):
+    """Embedded Reber grammar (Hochreiter & Schmidhuber 1997, exp. 1): predict the set of
+    allowed next symbols at every step. Metric: fraction of strings with any wrong step
+    (outputs thresholded at 0.5)."""
+
+    def make(self, rng, n):
+        strings = [gen.embedded_reber_string(rng) for _ in range(n)]
+        x, lengths = _pad([gen.encode_reber(s) for s in strings])
+        y, _ = _pad([gen.embedded_reber_next_sets(s) for s in strings])
+        return {"x": x, "y": y, "lengths": lengths}
+
+    def loss(self, outputs, batch):
+        mask = step_mask(batch, outputs.shape[1])
+        nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask
+        wrong_step = jnp.any((outputs > 0) != (batch["y"] > 0.5), -1) & (mask > 0)
+        return jnp.sum(nll) / jnp.sum(mask), {
+            "nll": jnp.sum(nll), "frames": jnp.sum(mask),
+            "bad_strings": jnp.sum(jnp.any(wrong_step, -1)), "n": outputs.shape[0]}
+
+    def summarize(self, s):
+        return {"string_error": s["bad_strings"] / s["n"], "nll": s["nll"] / s["frames"]}
+
+
+@dataclasses.dataclass
+class ContinualReber(Task):
+    """Continual embedded Reber grammar (Gers, Schmidhuber & Cummins 2000): one unsegmented
+    stream of ERG strings, no state reset between strings. Training: ``batch_size`` streams cut
+    into chunks of ``bptt`` steps with the state carried (an "epoch" is ``steps_per_epoch``
+    chunks of fresh streams). Test: ``eval_size`` streams of ``eval_length`` symbols; a stream
+    "ends at the first error" (any output unit on the wrong side of 0.5). Metrics: mean number
+    of symbols before the first error and the fraction of streams without error."""
+    seed: int = 0
+    batch_size: int = 1
+    bptt: int = 100
+    eval_size: int = 10
+    eval_length: int = 100_000
+
+    def train_batches(self, start_step):
+        from lstm_research.tasks.base import epoch_stream
+
+        def epoch(e, start):
+            rng = _rng(self.seed, "train", e)
+            n = self.steps_per_epoch * self.bptt
+            streams = [gen.continual_reber_stream(rng, n) for _ in range(self.batch_size)]
+            x = np.stack([s["x"] for s in streams])
+            y = np.stack([s["y"] for s in streams])
+            for k in range(start, self.steps_per_epoch):
+                sl = slice(k * self.bptt, (k + 1) * self.bptt)
+                yield {"x": x[:, sl], "y": y[:, sl]}
+        return epoch_stream(epoch, self.steps_per_epoch, start_step)
+
+    def eval_batches(self, split):
+        rng = _rng(self.seed, split, 0)
+        streams = [gen.continual_reber_stream(rng, self.eval_length) for _ in range(self.eval_size)]
+        yield {"x": np.stack([s["x"] for s in streams]), "y": np.stack([s["y"] for s in streams])}
+
+    def loss(self, outputs, batch):
+        nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1)
+        wrong = jnp.any((outputs > 0) != (batch["y"] > 0.5), -1)  # [B, T]
+        T = wrong.shape[1]
+        first = jnp.where(jnp.any(wrong, -1), jnp.argmax(wrong, -1), T)
+        return jnp.mean(nll), {"nll": jnp.sum(nll), "frames": nll.size,
+                               "symbols": jnp.sum(first), "solved": jnp.sum(first == T),
+                               "n": wrong.shape[0]}
+
+    def summarize(self, s):
+        return {"symbols_to_error": s["symbols"] / s["n"], "solved_frac": s["solved"] / s["n"],
+                "nll": s["nll"] / s["frames"]}

@@ -1,0 +1,92 @@
+"""Optimizers, learning-rate schedules and parameter initialization schemes."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop")
+SCHEDULES = ("constant", "zaremba", "plateau", "cosine")
+INITS = ("default", "uniform", "glorot")
+
+
+def build_optimizer(cfg) -> optax.GradientTransformation:
+    """optax chain: global-norm clipping, then the optimizer with an injectable learning rate
+    (the loop sets it every step from the schedule, so it lives in the optimizer state)."""
+    name = cfg.optimizer
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer={name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+    def make(learning_rate):
+        if name == "sgd":
+            return optax.sgd(learning_rate)
+        if name in ("momentum", "nesterov"):
+            return optax.sgd(learning_rate, momentum=cfg.momentum, nesterov=name == "nesterov")
+        if name == "adam":
+            return optax.adamw(learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+                else optax.adam(learning_rate)
+        return optax.rmsprop(learning_rate, momentum=cfg.momentum)
+
+    parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    if cfg.weight_decay and name != "adam":
+        parts.append(optax.add_decayed_weights(cfg.weight_decay))
+    parts.append(optax.inject_hyperparams(make)(learning_rate=cfg.lr))
+    return optax.chain(*parts)
+
+
+def set_learning_rate(opt_state, lr):
+    """Return ``opt_state`` with the injected learning rate replaced by ``lr``."""
+    *rest, inner = opt_state
+    hp = dict(inner.hyperparams, learning_rate=jnp.asarray(lr, inner.hyperparams["learning_rate"].dtype))
+    return (*rest, inner._replace(hyperparams=hp))
+
+
+def learning_rate(cfg, step: int, steps_per_epoch: int | None, total_steps: int,
+                  plateau_scale: float) -> float:
+    """The learning rate for global step ``step``.
+
+    * constant;
+    * zaremba (Zaremba et al. 2014): lr for the first ``decay_after_epochs`` epochs, then divided
+      by ``decay_factor`` at the start of every further epoch;
+    * plateau: lr times ``plateau_scale`` (divided by ``decay_factor`` by the loop whenever the
+      validation metric has not improved for ``plateau_patience`` evaluations);
+    * cosine: cosine decay to 0 over the run.
+    """
+    name = cfg.schedule
+    if name not in SCHEDULES:
+        raise ValueError(f"train.schedule={name!r}; valid: {', '.join(SCHEDULES)}")
+    if name == "zaremba":
+        if not steps_per_epoch:
+            raise ValueError("train.schedule='zaremba' needs an epoch-based task (ptb, jsb)")
+        epoch = step // steps_per_epoch
+        return cfg.lr / cfg.decay_factor ** max(0, epoch + 1 - cfg.decay_after_epochs)
+    if name == "plateau":
+        return cfg.lr * plateau_scale
+    if name == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return cfg.lr
+
+
+def initialize(cfg, params, key):
+    """Re-initialize every parameter by ``train.init``: 'uniform' draws U(-init_scale,
+    init_scale) for all of them (Zaremba et al. 2014); 'glorot' draws Glorot-uniform for every
+    matrix and keeps vectors (biases, peepholes, norms); 'default' keeps each cell's own init (Glorot inputs,
+    orthogonal recurrent weights, forget bias from the cell's ``forget_bias``)."""
+    if cfg.init not in INITS:
+        raise ValueError(f"train.init={cfg.init!r}; valid: {', '.join(INITS)}")
+    if cfg.init == "default":
+        return params
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+
+    def draw(k, p):
+        if cfg.init == "uniform":
+            return jax.random.uniform(k, p.shape, p.dtype, -cfg.init_scale, cfg.init_scale)
+        if p.ndim >= 2:
+            s = math.sqrt(6.0 / (p.shape[-2] + p.shape[-1]))
+            return jax.random.uniform(k, p.shape, p.dtype, -s, s)
+        return p
+
+    return jax.tree.unflatten(treedef, [draw(k, p) for k, p in zip(keys, leaves)])
