@@ -1,0 +1,368 @@
+"""Sweep results: ``results.csv`` (one row per trial) and ``summary.md`` (per-group statistics + Welch tests).
+
+Groups: by default ``model.cell`` when it is swept, else the swept grid/zip keys other than seeds
+(random-search keys are what a group aggregates over, like seeds). Per group: n, best, median, mean,
+std (sample std, ddof=1) of the final test metric, and Welch's t-test
+(``scipy.stats.ttest_ind(equal_var=False)``) against the baseline group, with a verdict at ``alpha``:
+``better`` / ``worse`` (respecting ``lower_is_better``) or ``n.s.``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from lstm_research.sweeps.runner import (
+    ERROR_TXT,
+    RESULT_JSON,
+    _read_json,
+    load_sweep,
+    trial_state,
+)
+from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY, format_value, is_seed_key, parse_value
+
+__all__ = [
+    "GroupStats",
+    "collect_results",
+    "describe",
+    "group_key_for",
+    "group_stats",
+    "read_results_csv",
+    "summarize",
+    "verdict",
+    "welch_test",
+    "write_results_csv",
+    "write_summary",
+]
+
+RESULTS_CSV = "results.csv"
+SUMMARY_MD = "summary.md"
+BASE_COLUMNS = ("trial", "index")
+TAIL_COLUMNS = ("steps", "wall_time", "num_params", "attempts", "returncode", "error")
+
+
+# ------------------------------------------------------------------------------------ collection
+
+
+def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
+    """One dict per trial (columns as in results.csv, values typed) and sweep info.
+
+    The info dict holds ``swept_keys``, ``seed_keys``, ``random_keys``, ``log_scale_keys``, ``metric``
+    (the most common primary metric of the done trials, or None) and ``lower_is_better``.
+    """
+    sweep_dir = Path(sweep_dir)
+    spec, trials, _ = load_sweep(sweep_dir)
+    rows = []
+    for t in trials:
+        tdir = sweep_dir / t.id
+        st = trial_state(tdir)
+        result = _read_json(tdir / RESULT_JSON) or {}
+        row: dict[str, Any] = {"trial": t.id, "index": t.index, **t.overrides, "status": st["status"]}
+        row["metric"] = result.get("metric")
+        row["lower_is_better"] = result.get("lower_is_better")
+        for split in ("valid", "test"):
+            for name, value in (result.get(split) or {}).items():
+                row[f"{split}_{name}"] = value
+        for col in ("steps", "wall_time", "num_params"):
+            row[col] = result.get(col)
+        row["attempts"] = st.get("attempts")
+        row["returncode"] = st.get("returncode")
+        row["error"] = st.get("error") if st["status"] == "failed" else None
+        rows.append(row)
+    metrics = Counter(r["metric"] for r in rows if r["status"] == "done" and r["metric"])
+    metric = metrics.most_common(1)[0][0] if metrics else None
+    lib = [r["lower_is_better"] for r in rows if r["metric"] == metric and r["lower_is_better"] is not None]
+    info = {
+        "swept_keys": spec.swept_keys,
+        "seed_keys": [k for k in spec.swept_keys if is_seed_key(k)],
+        "random_keys": [a.key for a in spec.random],
+        "log_scale_keys": spec.log_scale_keys,
+        "metric": metric,
+        "metrics": sorted(metrics),
+        "lower_is_better": bool(Counter(lib).most_common(1)[0][0]) if lib else None,
+        "n_trials": len(trials),
+    }
+    return rows, info
+
+
+def _columns(rows: Sequence[Mapping], swept_keys: Sequence[str]) -> list[str]:
+    metric_cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if (k.startswith("valid_") or k.startswith("test_")) and k not in metric_cols:
+                metric_cols.append(k)
+    metric_cols.sort(key=lambda c: (not c.startswith("valid_"), c))
+    return [*BASE_COLUMNS, *swept_keys, "status", "metric", "lower_is_better", *metric_cols, *TAIL_COLUMNS]
+
+
+def write_results_csv(sweep_dir: Path | str, rows: Sequence[Mapping] | None = None,
+                      info: Mapping | None = None) -> Path:
+    """Writes ``results.csv`` (rewritten atomically) and returns its path."""
+    sweep_dir = Path(sweep_dir)
+    if rows is None or info is None:
+        rows, info = collect_results(sweep_dir)
+    cols = _columns(rows, info["swept_keys"])
+    path = sweep_dir / RESULTS_CSV
+    tmp = path.with_name(f".{RESULTS_CSV}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else
+                        (format_value(r[k]) if isinstance(r[k], (bool, tuple, list)) else r[k]) for k in cols})
+    tmp.replace(path)
+    return path
+
+
+def read_results_csv(path: Path | str) -> list[dict]:
+    """Reads a results.csv back, with values parsed (numbers, bools; empty -> None)."""
+    with open(path, newline="") as f:
+        return [{k: (None if v == "" else v if k in ("trial", "error", "status") else parse_value(v))
+                 for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------------- statistics
+
+
+def describe(values: Iterable[float], lower_is_better: bool = True) -> dict:
+    """n, best, median, mean and sample std (ddof=1; NaN when n < 2)."""
+    xs = [float(v) for v in values]
+    if not xs:
+        return {"n": 0, "best": math.nan, "median": math.nan, "mean": math.nan, "std": math.nan}
+    return {
+        "n": len(xs),
+        "best": min(xs) if lower_is_better else max(xs),
+        "median": statistics.median(xs),
+        "mean": statistics.fmean(xs),
+        "std": statistics.stdev(xs) if len(xs) > 1 else math.nan,
+    }
+
+
+def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Welch's t-test of a vs b: ``scipy.stats.ttest_ind(a, b, equal_var=False)`` -> (t, p).
+
+    (NaN, NaN) when either sample has fewer than 2 values or both have zero variance.
+    """
+    from scipy import stats
+
+    a, b = [float(x) for x in a], [float(x) for x in b]
+    if len(a) < 2 or len(b) < 2 or (statistics.variance(a) == 0 and statistics.variance(b) == 0):
+        return math.nan, math.nan
+    res = stats.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def verdict(mean: float, baseline_mean: float, p: float, *, alpha: float = 0.05,
+            lower_is_better: bool = True) -> str:
+    """``better``/``worse`` than the baseline when p < alpha, else ``n.s.`` (``n/a`` without a p-value)."""
+    if p is None or math.isnan(p):
+        return "n/a"
+    if p >= alpha:
+        return "n.s."
+    return "better" if (mean < baseline_mean) == lower_is_better else "worse"
+
+
+# -------------------------------------------------------------------------------------- groups
+
+
+def group_key_for(info: Mapping, group_by: str | Sequence[str] | None = None) -> list[str]:
+    """The keys defining a group (see the module docstring); [] means one group of all trials."""
+    swept = list(info["swept_keys"])
+    if group_by:
+        keys = [k.strip() for k in group_by.split(",")] if isinstance(group_by, str) else list(group_by)
+        bad = [k for k in keys if k not in swept]
+        if bad:
+            raise ValueError(f"--group_by key(s) {bad} are not swept in this sweep; swept keys: {swept}")
+        return keys
+    if ABLATION_KEY in swept:
+        return [ABLATION_KEY]
+    return [k for k in swept if not is_seed_key(k) and k not in info.get("random_keys", ())]
+
+
+def group_label(row: Mapping, keys: Sequence[str]) -> str:
+    if not keys:
+        return "all"
+    if len(keys) == 1:
+        return format_value(row.get(keys[0]))
+    return ", ".join(f"{k}={format_value(row.get(k))}" for k in keys)
+
+
+def _ordered_groups(rows: Sequence[Mapping], keys: Sequence[str]) -> dict[str, list[Mapping]]:
+    groups: dict[str, list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault(group_label(r, keys), []).append(r)
+    return groups
+
+
+def resolve_baseline(labels: Sequence[str], keys: Sequence[str], baseline: str | None) -> str | None:
+    """The baseline's group label: ``baseline`` if given (error if absent), else ``vanilla`` for cells."""
+    if baseline is None:
+        return ABLATION_BASELINE if keys == [ABLATION_KEY] and ABLATION_BASELINE in labels else None
+    if baseline in labels:
+        return baseline
+    as_label = format_value(parse_value(baseline))
+    if as_label in labels:
+        return as_label
+    raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; groups: {list(labels)}")
+
+
+class GroupStats(dict):
+    """label, n, failed, best, median, mean, std, t, p, verdict (dict with attribute access)."""
+
+    __getattr__ = dict.get
+
+
+def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], baseline: str | None,
+                lower_is_better: bool = True, alpha: float = 0.05, split: str = "test") -> list[GroupStats]:
+    """Statistics of ``<split>_<metric>`` per group, with Welch tests against the baseline group."""
+    col = f"{split}_{metric}"
+    groups = _ordered_groups(rows, keys)
+    values = {g: [float(r[col]) for r in rs if r["status"] == "done" and _is_num(r.get(col))]
+              for g, rs in groups.items()}
+    base = values.get(baseline) if baseline is not None else None
+    base_mean = statistics.fmean(base) if base else math.nan
+    out = []
+    for g, rs in groups.items():
+        d = describe(values[g], lower_is_better)
+        s = GroupStats(label=g, failed=sum(r["status"] == "failed" for r in rs),
+                       unfinished=sum(r["status"] not in ("done", "failed") for r in rs), **d)
+        if baseline is None:
+            s.update(t=math.nan, p=math.nan, verdict="")
+        elif g == baseline:
+            s.update(t=math.nan, p=math.nan, verdict="baseline")
+        else:
+            t, p = welch_test(values[g], base or [])
+            s.update(t=t, p=p, delta=d["mean"] - base_mean,
+                     verdict=verdict(d["mean"], base_mean, p, alpha=alpha, lower_is_better=lower_is_better))
+        out.append(s)
+    return out
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+
+
+# ------------------------------------------------------------------------------------- markdown
+
+
+def _f(x: Any, spec: str = ".4g") -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float) and math.isnan(x):
+        return "–"
+    return format(x, spec) if isinstance(x, (int, float)) else str(x)
+
+
+def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
+    return lines
+
+
+def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *, metric: str | None,
+                  keys: Sequence[str], baseline: str | None, lower_is_better: bool, alpha: float,
+                  direction_note: str = "", plots: Sequence[Path] = ()) -> Path:
+    sweep_dir = Path(sweep_dir)
+    counts = Counter(r["status"] for r in rows)
+    lines = [f"# Sweep summary: `{sweep_dir.name}`", ""]
+    lines.append(f"{len(rows)} trials: " + ", ".join(f"{counts[s]} {s}" for s in
+                                                     ("done", "failed", "interrupted", "running", "pending")
+                                                     if counts[s]) + ".")
+    lines.append(f"Swept: {', '.join(f'`{k}`' for k in info['swept_keys']) or '(nothing)'}. "
+                 f"Groups by: {', '.join(f'`{k}`' for k in keys) or '(all trials in one group)'}.")
+    arrow = "lower is better" if lower_is_better else "higher is better"
+    if metric is None:
+        lines.append("No finished trial yet: no metric to summarize.")
+    else:
+        lines.append(f"Metric: `{metric}` ({arrow}{direction_note}).")
+    if metric is not None and baseline is not None:
+        lines.append(f"Welch's t-test (unequal variances) of each group's test `{metric}` against the "
+                     f"baseline `{baseline}`; verdict at alpha={alpha:g}.")
+    elif metric is not None:
+        lines.append("No baseline group (pass --baseline to test groups against one).")
+    lines.append("")
+    for split in ("test", "valid") if metric is not None else ():
+        if not any(_is_num(r.get(f"{split}_{metric}")) for r in rows):
+            continue
+        stats_ = group_stats(rows, metric=metric, keys=keys, baseline=baseline,
+                             lower_is_better=lower_is_better, alpha=alpha, split=split)
+        lines += [f"## {split} `{metric}` by group", ""]
+        show_unfinished = any(s.unfinished for s in stats_)
+        header = ["group", "n", "failed", *(["unfinished"] if show_unfinished else []),
+                  "best", "median", "mean", "std"]
+        if baseline is not None:
+            header += ["Δ mean", "t", "p", f"vs {baseline}"]
+        body = []
+        for s in stats_:
+            row = [f"**{s.label}**" if s.label == baseline else s.label, s.n, s.failed,
+                   *([s.unfinished] if show_unfinished else []),
+                   _f(s.best), _f(s.median), _f(s.mean), _f(s.std)]
+            if baseline is not None:
+                row += [_f(s.get("delta"), "+.4g") if s.label != baseline else "",
+                        _f(s.t, ".3f") if s.label != baseline else "",
+                        _f(s.p, ".3g") if s.label != baseline else "", s.verdict]
+            body.append(row)
+        lines += _table(header, body) + [""]
+    done = [r for r in rows if metric is not None and r["status"] == "done" and _is_num(r.get(f"test_{metric}"))]
+    if done:
+        best = sorted(done, key=lambda r: r[f"test_{metric}"], reverse=not lower_is_better)[:10]
+        lines += [f"## Best {len(best)} trials by test `{metric}`", ""]
+        lines += _table(["trial", *info["swept_keys"], f"valid {metric}", f"test {metric}", "steps"],
+                        [[r["trial"], *(format_value(r.get(k)) for k in info["swept_keys"]),
+                          _f(r.get(f"valid_{metric}")), _f(r.get(f"test_{metric}")), _f(r.get("steps"))]
+                         for r in best]) + [""]
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["## Failed trials", ""]
+        lines += _table(["trial", "returncode", "error"],
+                        [[f"[{r['trial']}]({r['trial']}/{ERROR_TXT})", _f(r.get("returncode")),
+                          (r.get("error") or "")[:200]] for r in failed]) + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    path = sweep_dir / SUMMARY_MD
+    path.write_text("\n".join(lines))
+    return path
+
+
+def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = None,
+              baseline: str | None = None, metric: str | None = None, lower_is_better: bool | None = None,
+              alpha: float = 0.05, plots: bool = True) -> dict:
+    """Writes results.csv, summary.md and (``plots=True``) the PNGs; returns their paths and the stats.
+
+    ``metric`` defaults to the trials' primary metric (result.json ``metric``); ``lower_is_better`` to
+    their ``lower_is_better`` (for another metric, lower is assumed unless given, and the summary says so).
+    """
+    sweep_dir = Path(sweep_dir)
+    rows, info = collect_results(sweep_dir)
+    csv_path = write_results_csv(sweep_dir, rows, info)
+    keys = group_key_for(info, group_by)
+    labels = list(_ordered_groups(rows, keys))
+    base = resolve_baseline(labels, keys, baseline)
+    note = ""
+    if metric is None:
+        metric = info["metric"]
+    elif info["metric"] is not None and not any(f"test_{metric}" in r for r in rows):
+        available = sorted({k[len("test_"):] for r in rows for k in r if k.startswith("test_")})
+        raise ValueError(f"--metric {metric!r} is in no result.json's test metrics; available: {available}")
+    if lower_is_better is None:
+        if metric == info["metric"] and info["lower_is_better"] is not None:
+            lower_is_better = info["lower_is_better"]
+        else:
+            lower_is_better, note = True, "; assumed -- pass --higher_is_better otherwise"
+    out: dict[str, Any] = {"results_csv": csv_path, "rows": rows, "info": info, "group_keys": keys,
+                           "baseline": base, "metric": metric, "plots": []}
+    if plots and metric is not None:
+        from lstm_research.sweeps.plots import make_plots
+
+        out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
+                                  lower_is_better=lower_is_better)
+    out["summary_md"] = write_summary(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
+                                      lower_is_better=lower_is_better, alpha=alpha, direction_note=note,
+                                      plots=out["plots"])
+    out["groups"] = [] if metric is None else group_stats(
+        rows, metric=metric, keys=keys, baseline=base, lower_is_better=lower_is_better, alpha=alpha)
+    return out

@@ -1,0 +1,188 @@
+"""Sweep summaries on hand-made results: statistics by hand, Welch's t by formula, csv/markdown, plots."""
+
+import json
+import math
+
+import pytest
+from scipy import stats as sps
+
+from lstm_research.sweeps.runner import prepare_sweep_dir
+from lstm_research.sweeps.spec import spec_from_strings
+from lstm_research.sweeps.summary import (
+    describe,
+    read_results_csv,
+    summarize,
+    verdict,
+    welch_test,
+)
+
+# test nll per cell and seed; None = the trial failed.
+VALUES = {
+    "vanilla": [1.0, 1.2, 1.1, 1.3],
+    "nig": [1.5, 1.7, 1.6, 1.9],
+    "np": [0.5, 0.6, 0.55, 0.52],
+    "cifg": [1.05, 1.25, 1.15, None],
+}
+# By hand: mean, median, sample std (sum of squared deviations / (n - 1)).
+HAND = {
+    "vanilla": dict(n=4, best=1.0, mean=1.15, median=1.15, std=math.sqrt(0.05 / 3)),
+    "nig": dict(n=4, best=1.5, mean=1.675, median=1.65, std=math.sqrt(0.0875 / 3)),
+    "np": dict(n=4, best=0.5, mean=0.5425, median=0.535, std=math.sqrt(0.005675 / 3)),
+    "cifg": dict(n=3, best=1.05, mean=1.15, median=1.15, std=math.sqrt(0.02 / 2)),
+}
+
+
+def _welch_by_formula(g, b):
+    """t = (m1 - m2) / sqrt(s1^2/n1 + s2^2/n2); Welch-Satterthwaite df; two-sided p from Student's t."""
+    a1, a2 = HAND[g]["std"] ** 2 / HAND[g]["n"], HAND[b]["std"] ** 2 / HAND[b]["n"]
+    t = (HAND[g]["mean"] - HAND[b]["mean"]) / math.sqrt(a1 + a2)
+    df = (a1 + a2) ** 2 / (a1 ** 2 / (HAND[g]["n"] - 1) + a2 ** 2 / (HAND[b]["n"] - 1))
+    return t, 2 * sps.t.sf(abs(t), df)
+
+
+def _make_sweep(tmp_path, lower_is_better=True, extra_grid=()):
+    spec = spec_from_strings("cfg.py", grid=["model.cell=vanilla,nig,np,cifg", "seed=0:4", *extra_grid])
+    sweep = tmp_path / "sweep"
+    trials = prepare_sweep_dir(spec, sweep)
+    for t in trials:
+        d = sweep / t.id
+        d.mkdir()
+        v = VALUES[t.overrides["model.cell"]][t.overrides["seed"]]
+        with open(d / "metrics.jsonl", "w") as f:
+            for step in range(0, 101, 10):
+                end = v if v is not None else 1.4
+                f.write(json.dumps({"step": step, "split": "valid", "nll": end + 2.0 / (1 + step / 10)}) + "\n")
+            f.write('{"step": 110, "split": "va')  # a killed trial's torn last line must be skipped
+        if v is None:
+            (d / "status.json").write_text(json.dumps(
+                {"status": "failed", "returncode": 1, "attempts": 1, "error": "exited with code 1: boom"}))
+            continue
+        (d / "result.json").write_text(json.dumps({
+            "status": "done", "metric": "nll", "lower_is_better": lower_is_better,
+            "valid": {"nll": v + 0.01, "acc": 0.5}, "test": {"nll": v, "acc": 0.5},
+            "steps": 100, "wall_time": 1.5, "num_params": 1234, "config": {}}))
+    return sweep
+
+
+def test_describe_by_hand():
+    d = describe([2.0, 4.0, 9.0])
+    assert d == {"n": 3, "best": 2.0, "median": 4.0, "mean": 5.0, "std": pytest.approx(math.sqrt(13.0))}
+    assert describe([2.0, 4.0, 9.0], lower_is_better=False)["best"] == 9.0
+    one = describe([3.0])
+    assert one["n"] == 1 and one["mean"] == 3.0 and math.isnan(one["std"])
+
+
+def test_welch_matches_formula_and_degenerate_cases():
+    a, b = VALUES["nig"], VALUES["vanilla"]
+    t, p = welch_test(a, b)
+    t_hand, p_hand = _welch_by_formula("nig", "vanilla")
+    assert t == pytest.approx(t_hand, rel=1e-9) and p == pytest.approx(p_hand, rel=1e-7)
+    assert all(math.isnan(x) for x in welch_test([1.0], b))
+    assert all(math.isnan(x) for x in welch_test([1.0, 1.0], [2.0, 2.0]))
+
+
+def test_verdict_respects_direction():
+    assert verdict(1.0, 2.0, 0.01) == "better"
+    assert verdict(3.0, 2.0, 0.01) == "worse"
+    assert verdict(1.0, 2.0, 0.01, lower_is_better=False) == "worse"
+    assert verdict(1.0, 2.0, 0.2) == "n.s."
+    assert verdict(1.0, 2.0, 0.049, alpha=0.01) == "n.s."
+    assert verdict(1.0, 2.0, math.nan) == "n/a"
+
+
+def test_summary_statistics_tests_csv_and_markdown(tmp_path):
+    sweep = _make_sweep(tmp_path)
+    out = summarize(sweep, plots=False)
+    assert out["group_keys"] == ["model.cell"] and out["baseline"] == "vanilla" and out["metric"] == "nll"
+    groups = {g["label"]: g for g in out["groups"]}
+    assert list(groups) == ["vanilla", "nig", "np", "cifg"]
+    for g, hand in HAND.items():
+        for k, v in hand.items():
+            assert groups[g][k] == pytest.approx(v, rel=1e-9), (g, k)
+    assert groups["cifg"]["failed"] == 1 and groups["nig"]["failed"] == 0
+    for g in ("nig", "np", "cifg"):
+        t_hand, p_hand = _welch_by_formula(g, "vanilla")
+        assert groups[g]["t"] == pytest.approx(t_hand, rel=1e-9, abs=1e-12)
+        assert groups[g]["p"] == pytest.approx(p_hand, rel=1e-7)
+    assert groups["nig"]["p"] < 0.05 and groups["np"]["p"] < 0.05 and groups["cifg"]["p"] > 0.5
+    assert [groups[g]["verdict"] for g in groups] == ["baseline", "worse", "better", "n.s."]
+
+    rows = read_results_csv(sweep / "results.csv")
+    assert len(rows) == 16
+    assert list(rows[0])[:4] == ["trial", "index", "model.cell", "seed"]
+    assert {"status", "valid_nll", "test_nll", "test_acc", "steps", "wall_time", "num_params", "error"} <= set(rows[0])
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["model.cell"] == "cifg" and failed[0]["seed"] == 3
+    assert "boom" in failed[0]["error"] and failed[0]["test_nll"] is None
+    nig = sorted(r["test_nll"] for r in rows if r["model.cell"] == "nig")
+    assert nig == sorted(VALUES["nig"])
+    assert all(r["steps"] == 100 and r["num_params"] == 1234 for r in rows if r["status"] == "done")
+
+    md = (sweep / "summary.md").read_text()
+    assert "16 trials: 15 done, 1 failed." in md
+    assert "| **vanilla** | 4 | 0 | 1 | 1.15 | 1.15 | 0.1291 |" in md
+    assert "| nig | 4 | 0 | 1.5 | 1.65 | 1.675 | 0.1708 | +0.525 |" in md
+    assert md.count("| worse |") == 2 and md.count("| better |") == 2  # test and valid tables
+    assert "## Failed trials" in md and "boom" in md
+
+
+def test_higher_is_better_flips_best_and_verdicts(tmp_path):
+    sweep = _make_sweep(tmp_path, lower_is_better=False)
+    out = summarize(sweep, plots=False)
+    groups = {g["label"]: g for g in out["groups"]}
+    assert groups["nig"]["verdict"] == "better" and groups["np"]["verdict"] == "worse"
+    assert groups["vanilla"]["best"] == 1.3 and groups["np"]["best"] == 0.6
+    assert "higher is better" in (sweep / "summary.md").read_text()
+
+
+def test_group_by_and_baseline_choices(tmp_path):
+    sweep = _make_sweep(tmp_path)
+    out = summarize(sweep, group_by="seed", baseline="0", plots=False)
+    groups = {g["label"]: g for g in out["groups"]}
+    assert list(groups) == ["0", "1", "2", "3"] and groups["0"]["verdict"] == "baseline"
+    assert groups["3"]["n"] == 3  # cifg seed 3 failed
+    assert groups["1"]["mean"] == pytest.approx((1.2 + 1.7 + 0.6 + 1.25) / 4)
+    with pytest.raises(ValueError, match=r"--baseline 'lstm' is not a group.*'vanilla', 'nig'"):
+        summarize(sweep, baseline="lstm", plots=False)
+    with pytest.raises(ValueError, match=r"not swept.*\['model.cell', 'seed'\]"):
+        summarize(sweep, group_by="train.lr", plots=False)
+    with pytest.raises(ValueError, match=r"--metric 'bleu'.*available: \['acc', 'nll'\]"):
+        summarize(sweep, metric="bleu", plots=False)
+    acc = summarize(sweep, metric="acc", plots=False)
+    assert acc["metric"] == "acc" and "assumed" in (sweep / "summary.md").read_text()
+
+
+def _png_ok(path, min_bytes=15_000):
+    import matplotlib.image as mpimg
+
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > min_bytes
+    img = mpimg.imread(path)
+    assert img.shape[0] >= 400 and img.shape[1] >= 600
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_plots(tmp_path):
+    sweep = _make_sweep(tmp_path)
+    out = summarize(sweep)
+    names = sorted(p.name for p in out["plots"])
+    assert names == ["box_nll.png", "curves.png"]
+    for p in out["plots"]:
+        _png_ok(p)
+    assert "![box_nll](box_nll.png)" in (sweep / "summary.md").read_text()
+
+    # a random search over a log-uniform learning rate gets a metric-vs-lr scatter
+    spec = spec_from_strings("cfg.py", grid=["model.cell=vanilla,nig"], trials=6,
+                             random=["train.lr=loguniform(1e-4,1e-1)", "model.hidden=int_uniform(8,64)"])
+    sweep2 = tmp_path / "random"
+    for t in prepare_sweep_dir(spec, sweep2):
+        (sweep2 / t.id).mkdir()
+        lr = t.overrides["train.lr"]
+        v = 1.0 + 0.1 * (math.log10(lr) + 2.5) ** 2 + (0.2 if t.overrides["model.cell"] == "nig" else 0.0)
+        (sweep2 / t.id / "result.json").write_text(json.dumps(
+            {"status": "done", "metric": "mse", "lower_is_better": True, "valid": {"mse": v},
+             "test": {"mse": v}, "steps": 10, "wall_time": 1.0, "num_params": 10, "config": {}}))
+    out2 = summarize(sweep2)
+    assert out2["info"]["log_scale_keys"] == ["train.lr"]
+    assert sorted(p.name for p in out2["plots"]) == ["box_mse.png", "vs_model.hidden.png", "vs_train.lr.png"]
+    _png_ok(sweep2 / "vs_train.lr.png", min_bytes=10_000)
