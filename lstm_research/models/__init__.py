@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lstm_research import cells
 from lstm_research.interop.flax import RNNStack
 
 
@@ -78,6 +79,7 @@ class PerStep(_WithStack):
 
 def build(cfg, task) -> nn.Module:
     """The model for ``task`` from ``config.model``."""
+    cells.get(cfg.cell, cfg.hidden_size)  # fail now, with the valid choices, on a bad cell
     common = dict(cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                   bidirectional=cfg.bidirectional, dropout=cfg.dropout,
                   input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout,

@@ -130,7 +130,7 @@ class Trainer:
             params = optax.apply_updates(params, updates)
             carries_out = jax.lax.stop_gradient(new_carries) if task.stateful else None
             return params, opt_state, carries_out, {"loss": loss,
-                                                    "grad_norm": optax.global_norm(grads)}
+                                                    "grad_norm": optax.tree.norm(grads)}
 
         def eval_step(params, batch, carries):
             out, new_carries = self._apply(params, batch, carries, False, None)

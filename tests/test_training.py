@@ -1,0 +1,182 @@
+"""The experiment runner: resume equivalence, SIGTERM, NaN handling, workdir checks, schedules,
+and the default run reaching its criterion."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_research.training import base_config, optim
+from lstm_research.training.checkpoint import Checkpoints
+from lstm_research.training.loop import NonFiniteLoss, Trainer, WorkdirMismatch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_adding():
+    c = base_config("adding", T=12, batch_size=16, eval_size=64)
+    c.model.hidden_size = 8
+    c.train.steps = 30
+    c.train.eval_every = 10
+    c.train.log_every = 5
+    return c
+
+
+def small_stateful():
+    """Continual Reber: state carried across batches, 2 layers with dropout (RNG per step)."""
+    c = base_config("continual_reber", batch_size=2, bptt=8, steps_per_epoch=6, eval_size=2,
+                    eval_length=60)
+    c.model.hidden_size = 8
+    c.model.num_layers = 2
+    c.model.dropout = 0.2
+    c.train.steps = 20
+    c.train.eval_every = 5
+    c.train.log_every = 5
+    c.train.lr = 1e-2
+    return c
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(trainer, n_calls, how="raise"):
+    real, count = trainer.train_step, [0]
+
+    def step(*args):
+        count[0] += 1
+        out = real(*args)
+        if count[0] == n_calls:
+            if how == "raise":
+                raise Crash()
+            trainer._stop_requested = True  # what the SIGTERM handler does
+        return out
+    trainer.train_step = step
+
+
+def _final_params(workdir, like):
+    arrays, meta = Checkpoints(workdir).restore_latest(like)
+    return arrays["params"], meta
+
+
+@pytest.mark.parametrize("make_config", [small_adding, small_stateful])
+def test_resume_after_crash_and_sigterm_gives_identical_results(tmp_path, make_config):
+    config = make_config()
+    ref = Trainer(config, tmp_path / "ref", progress=False)
+    ref_result = ref.run()
+    like = ref.init_state()[0]
+
+    # crash (as by SIGKILL) at step 13: the checkpoint of step 10 is the latest
+    t = Trainer(config, tmp_path / "crash", progress=False)
+    _crash_after(t, 13)
+    with pytest.raises(Crash):
+        t.run()
+    assert not (tmp_path / "crash" / "result.json").exists()
+    resumed = Trainer(config, tmp_path / "crash", progress=False).run()
+
+    # SIGTERM at step 7: saved at step 7, exits, resumes
+    t = Trainer(config, tmp_path / "term", progress=False)
+    _crash_after(t, 7, how="sigterm")
+    assert t.run()["status"] == "interrupted"
+    assert _final_params(tmp_path / "term", like)[1]["step"] == 7
+    termed = Trainer(config, tmp_path / "term", progress=False).run()
+
+    for other, wd in ((resumed, "crash"), (termed, "term")):
+        assert other["valid"] == ref_result["valid"]
+        assert other["test"] == ref_result["test"]
+        assert other["steps"] == ref_result["steps"]
+        p_ref, _ = _final_params(tmp_path / "ref", like)
+        p_other, _ = _final_params(tmp_path / wd, like)
+        for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p_other)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        # the metrics log holds each step once, as in the uninterrupted run
+        ref_lines = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+        other_lines = (tmp_path / wd / "metrics.jsonl").read_text().splitlines()
+        strip = lambda ls: [{k: v for k, v in json.loads(l).items()} for l in ls]
+        assert [r["step"] for r in strip(other_lines)] == [r["step"] for r in strip(ref_lines)]
+        assert [r.get("loss") for r in strip(other_lines)] == [r.get("loss") for r in strip(ref_lines)]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = small_adding()
+    t = Trainer(config, tmp_path, progress=False)
+    real, count = t.train_step, [0]
+
+    def poisoned(params, opt_state, batch, carries, key, lr):
+        count[0] += 1
+        if count[0] > 12:
+            params = jax.tree.map(lambda p: p * jnp.nan, params)
+        return real(params, opt_state, batch, carries, key, lr)
+    t.train_step = poisoned
+    with pytest.raises(NonFiniteLoss, match="loss is nan at step 15"):
+        t.run()
+    arrays, meta = Checkpoints(tmp_path).restore_latest(Trainer(config, tmp_path).init_state()[0])
+    assert meta["step"] == 10
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"]))
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    config = small_adding()
+    config.train.steps = 5
+    Trainer(config, tmp_path, progress=False).run()
+    other = small_adding()
+    other.model.hidden_size = 9
+    with pytest.raises(WorkdirMismatch, match="model.hidden_size"):
+        Trainer(other, tmp_path, progress=False)
+    result = Trainer(other, tmp_path, overwrite=True, progress=False).run()
+    assert result["config"]["model"]["hidden_size"] == 9
+
+
+def test_unknown_names_are_reported_with_choices(tmp_path):
+    config = small_adding()
+    config.model.cell = "lstmm"
+    with pytest.raises(ValueError, match="unknown cell 'lstmm'; valid cells: vanilla"):
+        Trainer(config, tmp_path / "a", progress=False)
+    config = small_adding()
+    config.train.optimizer = "adamw2"
+    with pytest.raises(ValueError, match="valid: sgd, momentum, nesterov, adam, rmsprop"):
+        Trainer(config, tmp_path / "b", progress=False)
+    from lstm_research import tasks
+    with pytest.raises(ValueError, match="unknown task 'addding'; valid tasks: adding"):
+        tasks.default_config("addding")
+
+
+def test_run_py_rejects_unknown_config_key(tmp_path):
+    proc = subprocess.run([sys.executable, "run.py", "--config.model.hiden_size=3",
+                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "hiden_size" in proc.stderr
+
+
+def test_zaremba_schedule_closed_form():
+    c = base_config("adding").train
+    c.schedule, c.lr, c.decay_after_epochs, c.decay_factor = "zaremba", 1.0, 4, 2.0
+    lrs = [optim.learning_rate(c, e * 100, 100, 1300, 1.0) for e in range(7)]
+    assert lrs == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_uniform_init_draws_every_parameter_in_range():
+    c = base_config("adding").train
+    c.init, c.init_scale = "uniform", 0.05
+    params = {"a": jnp.ones((30, 40)), "b": jnp.ones(40)}
+    out = optim.initialize(c, params, jax.random.key(0))
+    for leaf in jax.tree.leaves(out):
+        assert float(jnp.max(jnp.abs(leaf))) <= 0.05 and float(jnp.std(leaf)) > 0.02
+
+
+def test_default_adding_run_reaches_its_criterion_on_a_short_budget(tmp_path):
+    """configs/adding.py with a shorter sequence (T=30) as the short budget: solved (test MSE
+    far below the 1/6 of predicting the mean) within 1500 steps."""
+    sys.path.insert(0, str(ROOT))
+    from configs.adding import get_config
+    config = get_config()
+    config.task.T = 30
+    config.train.steps = 1500
+    result = Trainer(config, tmp_path, progress=False).run()
+    assert result["test"]["mse"] < 0.01, result
