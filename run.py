@@ -18,7 +18,8 @@ config_flags.DEFINE_config_file("config", "configs/adding.py", "Experiment confi
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go "
                     "(default: runs/<config name>).")
 flags.DEFINE_bool("overwrite", False, "Discard a run of a different config in --workdir.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("progress", sys.stderr.isatty(), "Show a progress bar (default: when "
+                  "stderr is a terminal; otherwise validation results are printed as lines).")
 FLAGS = flags.FLAGS
 
 

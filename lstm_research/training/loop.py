@@ -218,6 +218,8 @@ class Trainer:
         self._stop_requested = True
 
     def _save_latest(self, ckpt, arrays, meta):
+        if ckpt.latest.latest_step() == meta["step"]:
+            return  # just saved (an evaluation step, then SIGTERM)
         if not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"])):
             raise NonFiniteLoss(f"non-finite parameters at step {meta['step']}; the last good "
                                 f"checkpoint is kept in {self.workdir}/checkpoints/latest")
