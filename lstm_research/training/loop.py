@@ -137,6 +137,7 @@ class Trainer:
             _, sums = task.loss(out, batch)
             return sums, (new_carries if task.stateful else None)
 
+        self.train_step_fn, self.eval_step_fn = train_step, eval_step
         self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
         self.eval_step = jax.jit(eval_step)
 
@@ -316,4 +317,12 @@ def summary_line(r: dict) -> str:
 
 
 def train_and_evaluate(config, workdir, overwrite=False, progress=True) -> dict:
+    """One run, or K vmapped trials when ``train.vmap_trials`` / ``train.vmap_lrs`` is set."""
+    if config.train.vmap_trials or config.train.vmap_lrs:
+        from lstm_research.training.vmap import VmapTrainer
+        done = Path(workdir) / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        return {"status": "done", "vmap_trials": VmapTrainer(config, workdir, overwrite,
+                                                             progress).run()}
     return Trainer(config, workdir, overwrite, progress).run()
