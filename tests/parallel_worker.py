@@ -1,0 +1,59 @@
+"""Worker for test_parallel.py: train a small stateful model on however many (forced CPU)
+devices this process has; optionally crash at a step. Writes the final params to params.npz."""
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lstm_research.training import base_config  # noqa: E402
+from lstm_research.training.checkpoint import Checkpoints  # noqa: E402
+from lstm_research.training.loop import Trainer  # noqa: E402
+
+
+def config():
+    # continual Reber: the recurrent state of each of the 8 streams is carried across batches
+    c = base_config("continual_reber", batch_size=8, bptt=6, steps_per_epoch=5, eval_size=4,
+                    eval_length=40)
+    c.model.hidden_size = 8
+    c.model.num_layers = 2
+    c.model.dropout = 0.1
+    c.train.steps = 16
+    c.train.eval_every = 4
+    c.train.log_every = 4
+    c.train.lr = 1e-2
+    return c
+
+
+class Crash(Exception):
+    pass
+
+
+def main(workdir, crash_at):
+    workdir = Path(workdir)
+    t = Trainer(config(), workdir, progress=False)
+    if crash_at:
+        real, n = t.train_step, [0]
+
+        def step(*a):
+            n[0] += 1
+            if n[0] == crash_at:
+                raise Crash
+            return real(*a)
+        t.train_step = step
+        try:
+            t.run()
+        except Crash:
+            print("crashed as planned")
+            return
+    result = t.run()
+    arrays, meta = Checkpoints(workdir).restore_latest(t.init_state()[0])
+    leaves = [np.asarray(x) for x in jax.tree.leaves(arrays["params"])]
+    carries = [np.asarray(x) for x in jax.tree.leaves(arrays["carries"])]
+    np.savez(workdir / "params.npz", *leaves, *carries)
+    print("devices", jax.device_count(), "step", meta["step"], "test", result["test"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)

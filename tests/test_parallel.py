@@ -1,0 +1,62 @@
+"""Data parallelism: training on 4 (forced CPU) devices equals training on 1 with the same
+global batch, including the carried recurrent state of the streams, and checkpoints move
+between device counts in both directions."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "parallel_worker.py"
+
+
+def run(workdir, devices, crash_at=0):
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, str(WORKER), str(workdir), str(crash_at)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def params(workdir):
+    with np.load(Path(workdir) / "params.npz") as f:
+        return [f[k] for k in sorted(f.files, key=lambda s: int(s.split("_")[1]))]
+
+
+def close(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_four_devices_equal_one_and_checkpoints_cross_device_counts(tmp_path):
+    out = run(tmp_path / "one", 1)
+    assert "devices 1 step 16" in out
+    out = run(tmp_path / "four", 4)
+    assert "devices 4 step 16" in out
+    close(params(tmp_path / "one"), params(tmp_path / "four"))
+
+    # written on 4 devices (crash at step 6: latest checkpoint is step 4), resumed on 1
+    assert "crashed" in run(tmp_path / "4to1", 4, crash_at=6)
+    assert "devices 1 step 16" in run(tmp_path / "4to1", 1)
+    close(params(tmp_path / "one"), params(tmp_path / "4to1"))
+
+    # written on 1 device, resumed on 4
+    assert "crashed" in run(tmp_path / "1to4", 1, crash_at=6)
+    assert "devices 4 step 16" in run(tmp_path / "1to4", 4)
+    close(params(tmp_path / "one"), params(tmp_path / "1to4"))
+
+
+def test_global_batch_not_divisible_is_refused(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "run.py", "--config.task.batch_size=50",
+                           "--config.train.steps=1", f"--workdir={tmp_path}"], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "global batch size 50 is not divisible by the 4 devices" in proc.stderr
