@@ -119,6 +119,11 @@ class Stack:
                 if train:
                     key, k_rec, zkey = jax.random.split(key, 3)
                     if self.recurrent_dropout:
+                        if self.cell.recurrent_key is None:  # else KeyError: None below
+                            raise ValueError(
+                                f"recurrent_dropout={self.recurrent_dropout}: cell "
+                                f"{self.cell.name!r} has no recurrent weights to apply recurrent "
+                                "(variational) dropout to")
                         ones = jnp.ones((B, c_layer[d][self.cell.recurrent_key].shape[-1]), xs.dtype)
                         rec_mask = dropout(k_rec, ones, self.recurrent_dropout)
                 c_out[d], ys = scan_over_time(
