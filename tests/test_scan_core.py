@@ -414,3 +414,12 @@ def test_time_major_and_unroll_change_nothing_but_layout():
     for a, b, c in zip(*map(jax.tree.leaves, (carries, carries_tm, carries_u))):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-6)
+
+
+def test_zoneout_refused_where_it_has_no_meaning_and_checked():
+    with pytest.raises(ValueError, match="zoneout is not defined for cell 'mlstm'"):
+        Stack(cells.get("mlstm", 4), zoneout=0.1)
+    with pytest.raises(ValueError, match=r"zoneout keys \['n'\] .* valid: \['c', 'h'\]"):
+        Stack(cells.get("lstm", 4), zoneout={"n": 0.1})
+    with pytest.raises(ValueError, match="must be in"):
+        Stack(cells.get("gru", 4), zoneout=1.5)

@@ -60,6 +60,8 @@ class Cell:
     #: carry entry fed back through recurrent weights (variational recurrent dropout acts on it);
     #: None for cells with no recurrent matrix (mLSTM, minLSTM, minGRU).
     recurrent_key = "h"
+    #: carry entries zoneout may act on (state that is meaningful unit by unit)
+    zoneout_keys = ("h",)
     #: True if the cell has a parallel-over-time form (``scan_parallel``).
     has_parallel_form = False
 

@@ -74,6 +74,8 @@ class LSTM(base.Cell):
     proj_size: int = 0
     layer_norm: bool = False
 
+    zoneout_keys = ("c", "h")
+
     def validate(self):
         for what in ("input_activation", "output_activation", "gate_activation"):
             base.activation(getattr(self, what), what)

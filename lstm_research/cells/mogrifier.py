@@ -34,6 +34,8 @@ class Mogrifier(base.Cell):
     rounds: int = 5
     forget_bias: float = 0.0
 
+    zoneout_keys = ("c", "h")
+
     def validate(self):
         if self.rounds < 0:
             raise CellConfigError(f"rounds must be >= 0, got {self.rounds}")

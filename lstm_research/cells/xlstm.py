@@ -42,6 +42,9 @@ class SLSTM(base.Cell):
     forget_activation: str = "sigmoid"
     forget_bias: float = 0.0
 
+    # c and n are a ratio under a shared stabilizer m: zoning them out unit by unit breaks it
+    zoneout_keys = ()
+
     def validate(self):
         _check_forget(self.forget_activation)
 
@@ -101,6 +104,7 @@ class MLSTM(base.Cell):
     forget_bias: float = 0.0
 
     recurrent_key = None
+    zoneout_keys = ()
 
     def validate(self):
         _check_forget(self.forget_activation)

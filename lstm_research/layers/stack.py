@@ -55,6 +55,26 @@ class Stack:
             rate = getattr(self, what)
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{what} must be in [0, 1), got {rate}")
+        self.zoneout_rates()  # validate
+
+    def zoneout_rates(self) -> dict | None:
+        """``zoneout`` as {carry key: rate}; a float applies to the cell's ``zoneout_keys``."""
+        if not self.zoneout:
+            return None
+        keys = self.cell.zoneout_keys
+        if not keys:
+            raise ValueError(f"zoneout is not defined for cell {self.cell.name!r}: its state "
+                             "entries are not meaningful unit by unit")
+        rates = dict(self.zoneout) if isinstance(self.zoneout, dict) else {
+            k: self.zoneout for k in keys}
+        bad = sorted(set(rates) - set(keys))
+        if bad:
+            raise ValueError(f"zoneout keys {bad} are not zoneable carry entries of cell "
+                             f"{self.cell.name!r}; valid: {list(keys)}")
+        for k, r in rates.items():
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"zoneout rate for {k!r} must be in [0, 1), got {r}")
+        return rates
 
     @property
     def directions(self):
@@ -128,7 +148,7 @@ class Stack:
                         rec_mask = dropout(k_rec, ones, self.recurrent_dropout)
                 c_out[d], ys = scan_over_time(
                     self.cell, p_layer[d], xs, c_layer[d], lengths=lengths, reverse=d == "bwd",
-                    recurrent_mask=rec_mask, zoneout=self.zoneout, key=zkey, train=train,
+                    recurrent_mask=rec_mask, zoneout=self.zoneout_rates(), key=zkey, train=train,
                     parallel=self.parallel, remat=self.remat, unroll=self.unroll)
                 outs.append(ys)
             xs = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
