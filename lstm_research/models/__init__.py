@@ -2,35 +2,17 @@
 and a per-step predictor. ``build(config.model, task)`` picks the one the task needs."""
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_research import cells
 from lstm_research.interop.flax import RNNStack
 
 
 class _WithStack(nn.Module):
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    zoneout: Any = None
-    parallel: bool = False
-    remat: bool = False
-    dtype: Any = None
+    """A model around ``rnn`` (an :class:`RNNStack`) with ``output_size`` outputs."""
+    rnn: RNNStack
     output_size: int = 1
-
-    def rnn(self, xs, carries, lengths, train):
-        return RNNStack(self.cell, self.hidden_size, self.num_layers, self.bidirectional,
-                        self.dropout, self.input_dropout, self.recurrent_dropout, self.zoneout,
-                        self.parallel, self.remat, self.dtype, name="rnn")(
-                            xs, carries, lengths, train)
 
 
 class LanguageModel(_WithStack):
@@ -43,10 +25,11 @@ class LanguageModel(_WithStack):
 
     @nn.compact
     def __call__(self, tokens, carries=None, lengths=None, train=False):
-        embed = nn.Embed(self.output_size, self.embedding_size or self.hidden_size, name="embed")
-        x = nn.Dropout(self.dropout, deterministic=not train)(embed(tokens))
+        embed = nn.Embed(self.output_size, self.embedding_size or self.rnn.hidden_size,
+                         name="embed")
+        x = nn.Dropout(self.rnn.dropout, deterministic=not train)(embed(tokens))
         ys, carries = self.rnn(x, carries, lengths, train)
-        ys = nn.Dropout(self.dropout, deterministic=not train)(ys)
+        ys = nn.Dropout(self.rnn.dropout, deterministic=not train)(ys)
         if self.tie_embeddings:
             logits = embed.attend(ys.astype(jnp.float32)) + self.param(
                 "softmax_bias", nn.initializers.zeros, (self.output_size,))
@@ -79,13 +62,13 @@ class PerStep(_WithStack):
 
 def build(cfg, task) -> nn.Module:
     """The model for ``task`` from ``config.model``."""
-    cells.get(cfg.cell, cfg.hidden_size)  # fail now, with the valid choices, on a bad cell
-    common = dict(cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                  bidirectional=cfg.bidirectional, dropout=cfg.dropout,
-                  input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout,
-                  zoneout=cfg.zoneout or None, parallel=cfg.parallel, remat=cfg.remat,
-                  dtype={"float32": None, "bfloat16": jnp.bfloat16}[_dtype(cfg.dtype)],
-                  output_size=task.output_size)
+    rnn = RNNStack(cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                   bidirectional=cfg.bidirectional, dropout=cfg.dropout,
+                   input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout,
+                   zoneout=cfg.zoneout or None, parallel=cfg.parallel, remat=cfg.remat,
+                   dtype={"float32": None, "bfloat16": jnp.bfloat16}[_dtype(cfg.dtype)])
+    rnn.make_stack()  # fail now, with the valid choices, on a bad cell or switch
+    common = dict(rnn=rnn, output_size=task.output_size)
     if cfg.bidirectional and (task.stateful or task.predicts_next):
         raise ValueError(f"model.bidirectional=True is not possible for task {task.name!r}: "
                          "its targets are the next inputs or its state is carried across "
