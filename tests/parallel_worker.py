@@ -30,9 +30,11 @@ class Crash(Exception):
     pass
 
 
-def main(workdir, crash_at):
+def main(workdir, crash_at, model_axis=1):
     workdir = Path(workdir)
-    t = Trainer(config(), workdir, progress=False)
+    c = config()
+    c.parallel.model_axis = model_axis
+    t = Trainer(c, workdir, progress=False)
     if crash_at:
         real, n = t.train_step, [0]
 
@@ -52,8 +54,11 @@ def main(workdir, crash_at):
     leaves = [np.asarray(x) for x in jax.tree.leaves(arrays["params"])]
     carries = [np.asarray(x) for x in jax.tree.leaves(arrays["carries"])]
     np.savez(workdir / "params.npz", *leaves, *carries)
-    print("devices", jax.device_count(), "step", meta["step"], "test", result["test"])
+    sharded = sum(1 for x in jax.tree.leaves(arrays["params"]) if "model" in str(x.sharding.spec))
+    print("devices", jax.device_count(), "step", meta["step"], "model-sharded params", sharded,
+          "test", result["test"])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+         int(sys.argv[3]) if len(sys.argv) > 3 else 1)

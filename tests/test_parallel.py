@@ -12,12 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "parallel_worker.py"
 
 
-def run(workdir, devices, crash_at=0):
+def run(workdir, devices, crash_at=0, model_axis=1):
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, str(WORKER), str(workdir), str(crash_at)], env=env,
+    proc = subprocess.run([sys.executable, str(WORKER), str(workdir), str(crash_at), str(model_axis)], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -50,6 +50,11 @@ def test_four_devices_equal_one_and_checkpoints_cross_device_counts(tmp_path):
     assert "crashed" in run(tmp_path / "1to4", 1, crash_at=6)
     assert "devices 4 step 16" in run(tmp_path / "1to4", 4)
     close(params(tmp_path / "one"), params(tmp_path / "1to4"))
+
+    # params split along a 2-wide 'model' axis (mesh 2 x 2): the same training
+    out = run(tmp_path / "2x2", 4, model_axis=2)
+    assert "devices 4 step 16" in out and "model-sharded params 0 " not in out
+    close(params(tmp_path / "one"), params(tmp_path / "2x2"))
 
 
 def test_global_batch_not_divisible_is_refused(tmp_path):
