@@ -43,7 +43,7 @@ def zoneout_update(old, new, rate, key, index, train):
 
 def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=False,
          recurrent_mask=None, zoneout=None, key=None, train=False, parallel=False,
-         remat=False, unroll=1):
+         remat=False, unroll=1, fused="auto"):
     """Run ``cell`` over time-major ``xs`` [T, B, I] from ``carry``; return (final carry, ys).
 
     * ``lengths`` [B]: steps at t >= lengths[b] leave the carry unchanged and output zeros; the
@@ -56,10 +56,24 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``zoneout``: float or {carry key: rate} (Krueger et al. 2017); needs ``key`` when training.
     * ``parallel``: use the cell's parallel-over-time form (minLSTM, minGRU).
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
+    * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
+      (hand-written backward), and on CPUs the parallel form through its chunked recurrence,
+      when it supports the cell and options; ``True`` requires it; ``False`` never uses it.
     """
     T = xs.shape[0]
     if reverse:
         xs = reverse_sequences(xs, lengths)
+    if fused:
+        from lstm_research.layers import fused as fused_lib
+        why = fused_lib.unsupported(cell, recurrent_mask=recurrent_mask, zoneout=zoneout,
+                                    parallel=parallel, remat=remat, unroll=unroll)
+        if why is None:
+            carry, ys = fused_lib.fused_scan(cell, params, xs, carry, lengths=lengths,
+                                             recurrent_mask=recurrent_mask, unroll=unroll,
+                                             parallel=parallel)
+            return carry, (reverse_sequences(ys, lengths) if reverse else ys)
+        if fused is True:
+            raise ValueError(f"fused=True, but the fused path does not support this: {why}")
     valid = valid_mask(lengths, T)
     px = cell.project(params, xs)
 

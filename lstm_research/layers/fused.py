@@ -1,0 +1,450 @@
+"""Fast paths behind :func:`lstm_research.layers.scan.scan`: a fused LSTM-family layer with a
+hand-written backward pass (``jax.custom_vjp``), and on CPUs a chunked linear recurrence for the
+parallel form of minLSTM/minGRU.
+
+``jax.grad`` of the generic scan computes, inside its reverse loop, the weight-gradient outer
+products of every step and accumulates them in the loop carry. The fused layer does what cuDNN
+and oneDNN do instead:
+
+* forward: the input projection ``xs @ w_x + b`` for all steps in one matmul, split into one
+  ``[T, B, H]`` array per gate *before* the loop (per-step slices of a ``[T, B, G*H]`` array
+  split four ways inside the loop were the slowest variant measured); then a loop doing only
+  the recurrent matmul and the gate math;
+* backward: every factor of the per-step gradient that does not depend on the incoming gradient
+  (activation derivatives; peephole, CIFG, clipping and masking terms) is computed for all
+  steps at once, outside the loop; the reverse loop does two multiply-adds, one ``[B, G*H]``
+  product and the matmul ``dh(t-1) = dpre(t) @ w_h^T``; after it, ONE matmul over all ``T*B``
+  rows each gives ``d w_h = h_prev^T @ dpre`` and ``d w_x``, and ``d b``, ``d xs`` come from the
+  same ``dpre``.
+
+What else the measurements on a 2-core CPU said (see ``experiments/benchmark.py``):
+
+* every value a loop saves is written into a loop-carried buffer and read back from it, so
+  that XLA fuses its computation with the in-place update instead of adding one copy kernel
+  per saved value (13 kernels per forward step became 5); the backward loop overwrites the
+  precomputed factors with ``dpre`` in place (no zero-filled buffer);
+* the weight-gradient matmuls take materialized transposes: XLA ran ``h_prev^T @ dpre`` with
+  the transpose folded into the dot single-threaded at about half the speed;
+* ``unroll`` > 1 and computing the input projection inside the loop for ``I = 1`` were slower.
+
+Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, tanh or identity
+input/output activations, any subset of gates, CIFG, peepholes and cell clipping, with
+``lengths`` masking, ``reverse`` (done by the caller) and variational recurrent dropout
+(``recurrent_mask``). Everything else (layer norm, projection, full gate recurrence, other
+activations, zoneout, remat, other cells) goes through the generic scan; see :func:`unsupported`.
+
+Results equal the autodiff of the generic scan up to float rounding (``tests/test_fused.py``
+checks outputs and gradients with respect to params, inputs and the initial carry at 1e-5).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lstm_research.cells.base import Cell
+
+_SUPPORTED_ACT = ("tanh", "identity")
+
+
+#: "auto" dispatch in :func:`lstm_research.layers.scan.scan` is on while this is True; flip it
+#: with :func:`enabled` (read at trace time, so it affects functions traced afterwards).
+ENABLED = True
+
+
+@contextlib.contextmanager
+def enabled(on: bool):
+    """``with fused.enabled(False): ...`` traces the generic scan where "auto" would fuse."""
+    global ENABLED
+    old, ENABLED = ENABLED, on
+    try:
+        yield
+    finally:
+        ENABLED = old
+
+
+def unsupported(cell: Cell, *, recurrent_mask=None, zoneout=None, parallel=False,
+                remat=False, unroll=1) -> str | None:
+    """Why the fast paths of this module cannot run this configuration (None if they can)."""
+    from lstm_research.cells.lstm import LSTM  # local import: cells import layers lazily
+    if not ENABLED:
+        return "disabled by lstm_research.layers.fused.enabled(False)"
+    if parallel:
+        if not cell.has_parallel_form:
+            return f"cell {cell.name!r} has no parallel form"
+        if recurrent_mask is not None or zoneout:
+            return "recurrent dropout or zoneout with the parallel form"
+        if jax.default_backend() != "cpu":
+            return "chunked parallel form is for CPUs (elsewhere: the associative scan)"
+        return None
+    if type(cell) is not LSTM:
+        return f"cell {cell.name!r} is not the LSTM family"
+    if zoneout:
+        return "zoneout"
+    if remat:
+        return "remat"
+    if cell.layer_norm:
+        return "layer_norm"
+    if cell.proj_size:
+        return "proj_size (LSTMP)"
+    if cell.full_gate_recurrence:
+        return "full_gate_recurrence (FGR)"
+    if cell.gate_activation != "sigmoid":
+        return f"gate_activation={cell.gate_activation!r}"
+    for what in ("input_activation", "output_activation"):
+        if getattr(cell, what) not in _SUPPORTED_ACT:
+            return f"{what}={getattr(cell, what)!r}"
+    return None
+
+
+class _Spec(NamedTuple):
+    """The static switches the fused kernels specialize on (hashable)."""
+    H: int
+    gates: tuple            # subset of ("i", "f", "z", "o") present in w_x/w_h/b, in order
+    cifg: bool              # f = 1 - i
+    peep: tuple             # gates with a peephole
+    tanh_in: bool           # g = tanh (else identity)
+    tanh_out: bool          # h = tanh (else identity)
+    clip: float | None
+    masked: bool            # lengths given
+    dropmask: bool          # recurrent_mask given
+    unroll: int
+
+
+def _spec(cell, masked, dropmask, unroll):
+    return _Spec(H=cell.hidden_size, gates=cell.gates, cifg=cell.coupled_forget,
+                 peep=tuple(g for g in "ifo" if cell.peepholes and g in cell.gates),
+                 tanh_in=cell.input_activation == "tanh",
+                 tanh_out=cell.output_activation == "tanh",
+                 clip=cell.cell_clip, masked=masked, dropmask=dropmask,
+                 unroll=unroll)
+
+
+def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=None, unroll=1,
+               parallel=False):
+    """Run ``cell`` over time-major ``xs`` [T, B, I] from ``carry``; return ``(final carry,
+    ys [T, B, H])`` like the generic scan with ``reverse=False`` (the caller reverses).
+    ``lengths`` [B] masks steps past each sequence's end; ``recurrent_mask`` [B, H] multiplies
+    h before every recurrent matmul. Check :func:`unsupported` first.
+
+    LSTM family: the fused layer with its hand-written backward. ``parallel`` (minLSTM,
+    minGRU): :func:`chunked_linear_recurrence`.
+    """
+    T = xs.shape[0]
+    if parallel:
+        return _parallel_chunked(cell, params, xs, carry, lengths)
+    spec = _spec(cell, lengths is not None, recurrent_mask is not None, unroll)
+    valid = None
+    if lengths is not None:
+        valid = (jnp.arange(T)[:, None] < lengths[None, :]).astype(xs.dtype)[..., None]
+    peeps = tuple(params[f"peephole_{g}"] for g in spec.peep)
+    hT, cT, ys = _lstm(spec, params["w_x"], params["w_h"], params["b"], peeps, xs,
+                       carry["h"], carry["c"], valid, recurrent_mask)
+    return {"c": cT, "h": hT}, ys
+
+
+# --- minLSTM / minGRU on CPUs ---------------------------------------------------------------
+def chunked_linear_recurrence(a, b, h0, chunk=None):
+    """``h_t = a_t * h_{t-1} + b_t`` over axis 0 of ``a``, ``b`` [T, ...] from ``h0`` [...].
+
+    The time axis is cut into chunks of ``chunk`` steps (default: about sqrt(T), a power of 2):
+    a loop of ``chunk`` steps runs every chunk at once from state 0 (keeping only its end
+    state and the product of its ``a``), a loop over the chunks carries the state from chunk to
+    chunk, and a second loop of ``chunk`` steps recomputes every chunk from its true incoming
+    state. About 3*sqrt(T) loop steps instead of T, 2x the elementwise work of the sequential
+    loop, against the associative scan's ~2*log2(T) passes over whole arrays (4-8x slower than
+    the sequential loop on 2 CPU cores at T = 4096). The backward pass (custom VJP) is the same
+    recurrence run backwards in time, so nothing per step is stored but ``h``.
+    """
+    return _linrec(a, b, h0, chunk)
+
+
+def _chunk_len(T, chunk):
+    return min(T, chunk or max(8, 1 << round(math.log2(max(T, 1)) / 2)))
+
+
+def _linrec_forward(a, b, h0, chunk):
+    T = a.shape[0]
+    L = _chunk_len(T, chunk)
+    C = -(-T // L)
+    if C * L != T:  # pad with identity steps (a = 1, b = 0)
+        pad = ((0, C * L - T),) + ((0, 0),) * (a.ndim - 1)
+        a = jnp.pad(a, pad, constant_values=1)
+        b = jnp.pad(b, pad)
+    # [T, ...] -> [L, C, ...]: step within the chunk first
+    ac = jnp.swapaxes(a.reshape((C, L) + a.shape[1:]), 0, 1)
+    bc = jnp.swapaxes(b.reshape((C, L) + b.shape[1:]), 0, 1)
+    shape = (C,) + a.shape[1:]
+
+    def ends(carry, ab):
+        A, Bv = carry
+        return (ab[0] * A, ab[0] * Bv + ab[1]), None
+
+    (A_end, B_end), _ = jax.lax.scan(ends, (jnp.ones(shape, a.dtype), jnp.zeros(shape, b.dtype)),
+                                     (ac, bc))
+    _, h_in = jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1], h), h0, (A_end, B_end))
+
+    def run(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    _, hs = jax.lax.scan(run, h_in, (ac, bc))
+    return jnp.swapaxes(hs, 0, 1).reshape((C * L,) + hs.shape[2:])[:T]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _linrec(a, b, h0, chunk):
+    return _linrec_forward(a, b, h0, chunk)
+
+
+def _linrec_fwd(a, b, h0, chunk):
+    hs = _linrec_forward(a, b, h0, chunk)
+    return hs, (a, hs, h0)
+
+
+def _linrec_bwd(chunk, res, dhs):
+    # g_t = dh_t + a_{t+1} g_{t+1}: the same recurrence backwards in time
+    a, hs, h0 = res
+    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
+    g = _linrec_forward(a_next[::-1], dhs[::-1], jnp.zeros_like(h0), chunk)[::-1]
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])
+    return g * h_prev, g, a[0] * g[0]
+
+
+_linrec.defvjp(_linrec_fwd, _linrec_bwd)
+
+
+def _parallel_chunked(cell, params, xs, carry, lengths):
+    a, b = cell.coefficients(cell.project(params, xs))
+    valid = None
+    if lengths is not None:
+        valid = (jnp.arange(xs.shape[0])[:, None] < lengths[None, :])[..., None]
+        a, b = jnp.where(valid, a, 1.0), jnp.where(valid, b, 0.0)
+    hs = chunked_linear_recurrence(a, b, carry["h"])
+    ys = hs if valid is None else jnp.where(valid, hs, 0.0)
+    return {"h": hs[-1]}, ys
+
+
+# --- forward --------------------------------------------------------------------------------
+def _split(a, n, H):
+    return tuple(a[..., k * H:(k + 1) * H] for k in range(n))
+
+
+def _at(a, t):
+    return jax.lax.dynamic_index_in_dim(a, t, keepdims=False)
+
+
+def _put(a, v, t):
+    return jax.lax.dynamic_update_index_in_dim(a, v, t, 0)
+
+
+def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
+    """The forward loop. Returns the buffers ``Y`` [T+1, B, H] and ``C`` [T+1, B, H] (the
+    carries h and c before the first and after every step) and the activated gates present,
+    in order, each [T, B, H].
+
+    Every saved value is written straight into a buffer carried by the loop and the state is
+    read back from the buffers: each value then has a single consumer, so XLA fuses its
+    computation with the in-place update instead of adding a copy kernel per saved value.
+    """
+    H, gates = spec.H, spec.gates
+    n = len(gates)
+    T, B, I = xs.shape
+    peep = dict(zip(spec.peep, peeps))
+    sig = jax.nn.sigmoid
+    g_act = jnp.tanh if spec.tanh_in else (lambda v: v)
+    h_act = jnp.tanh if spec.tanh_out else (lambda v: v)
+
+    # The input projection for all steps at once, pre-split into one [T, B, H] array per gate:
+    # per-step slices of a [T, B, G*H] array split four ways inside the loop were the slowest
+    # variant measured. (Computing x @ w_x inside the loop for tiny inputs, I = 1, was slower.)
+    px = (xs.reshape(T * B, I) @ w_x + b).reshape(T, B, n * H)
+    seq = _split(px, n, H)
+    if spec.masked:
+        seq = seq + (valid,)
+
+    dt = xs.dtype
+    o_peep = "o" in peep            # o then depends on the new c: it gets a buffer of its own
+    first = gates[:-1] if o_peep else gates
+    Y = jnp.zeros((T + 1, B, H), dt).at[0].set(h0)
+    C = jnp.zeros((T + 1, B, H), dt).at[0].set(c0)
+    G = jnp.zeros((T, len(first), B, H), dt)
+    O = jnp.zeros((T, B, H) if o_peep else (0,), dt)
+
+    def step(t, bufs):
+        # Strictly write-then-read-back, one buffer per write: XLA can then update every
+        # buffer in place (no copies of whole buffers) and fuse each computation with its write.
+        Y, C, G, O = bufs
+        h, c_prev = _at(Y, t), _at(C, t)
+        inp = tuple(_at(a, t) for a in seq)
+        if spec.masked:
+            v = inp[-1]
+            inp = inp[:-1]
+        h_in = h * rmask if spec.dropmask else h
+        rec = _split(h_in @ w_h, n, H)
+        pre = {g: p + r for g, p, r in zip(gates, inp, rec)}
+        acts = []
+        for g in first:
+            if g == "z":
+                acts.append(g_act(pre["z"]))
+            elif g in peep:
+                acts.append(sig(pre[g] + peep[g] * c_prev))
+            else:
+                acts.append(sig(pre[g]))
+        G = jax.lax.dynamic_update_slice(G, jnp.stack(acts)[None], (t, 0, 0, 0))
+        gt = dict(zip(first, _at(G, t)))
+        i = gt.get("i", 1.0)
+        f = (1.0 - i) if spec.cifg else gt.get("f", 1.0)
+        c = gt["z"] * i + c_prev * f
+        if spec.clip is not None:
+            c = jnp.clip(c, -spec.clip, spec.clip)
+        if spec.masked:
+            keep = v > 0
+            c = jnp.where(keep, c, c_prev)
+        C = _put(C, c, t + 1)
+        c_new = _at(C, t + 1)
+        if o_peep:
+            # (at padded steps c_new = c_prev: o and y are then unused)
+            O = _put(O, sig(pre["o"] + peep["o"] * c_new), t)
+            o = _at(O, t)
+        else:
+            o = gt.get("o", 1.0)
+        y = h_act(c_new) * o
+        Y = _put(Y, jnp.where(keep, y, h) if spec.masked else y, t + 1)
+        return Y, C, G, O
+
+    Y, C, G, O = jax.lax.fori_loop(0, T, step, (Y, C, G, O), unroll=spec.unroll)
+    acts = tuple(G[:, k] for k in range(len(first))) + ((O,) if o_peep else ())
+    return Y, C, acts
+
+
+def _outputs(spec, Y, C, valid):
+    ys = Y[1:]
+    if spec.masked:
+        ys = jnp.where(valid > 0, ys, jnp.zeros_like(ys))
+    return Y[-1], C[-1], ys
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
+    Y, C, _ = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask)
+    return _outputs(spec, Y, C, valid)
+
+
+def _lstm_fwd(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
+    Y, C, G = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask)
+    return _outputs(spec, Y, C, valid), (w_x, w_h, peeps, xs, valid, rmask, Y, C, G)
+
+
+# --- backward -------------------------------------------------------------------------------
+def _lstm_bwd(spec, res, cotangents):
+    w_x, w_h, peeps, xs, valid, rmask, Y, C, acts = res
+    dhT, dcT, dys = cotangents
+    H, gates = spec.H, spec.gates
+    n = len(gates)
+    T, B, I = xs.shape
+    peep = dict(zip(spec.peep, peeps))
+    act = dict(zip(gates, acts))
+    cs, c_prev = C[1:], C[:-1]
+    one = jnp.ones((), cs.dtype)
+
+    # Per-step factors that do not depend on the incoming gradient, for all steps at once:
+    #   dh = dh' + dy;  dc = dc' + dh * Kc;  dpre_o = dh * K_o;  dpre_g = dc * K_g (g = i, f, z);
+    #   dc_prev = dc * F;  dh_prev = dpre @ w_h^T.
+    # Peepholes, CIFG, clipping and masking only change these factors.
+    i = act.get("i", one)
+    f = (1.0 - i) if spec.cifg else act.get("f", one)
+    z, o = act["z"], act.get("o", one)
+    a = jnp.tanh(cs) if spec.tanh_out else cs
+    da = (1.0 - a * a) if spec.tanh_out else one
+    K = {}
+    Kc = o * da
+    if "o" in act:
+        K["o"] = a * o * (1.0 - o)
+        if "o" in peep:
+            Kc = Kc + K["o"] * peep["o"]
+    inr = one if spec.clip is None else (jnp.abs(cs) < spec.clip).astype(cs.dtype)
+    dz = (1.0 - z * z) if spec.tanh_in else one
+    if "i" in act:
+        K["i"] = ((z - c_prev) if spec.cifg else z) * i * (1.0 - i) * inr
+    if "f" in act:
+        K["f"] = c_prev * f * (1.0 - f) * inr
+    K["z"] = i * dz * inr
+    F = f * inr
+    for g in ("i", "f"):
+        if g in peep:
+            F = F + K[g] * peep[g]
+    if spec.masked:
+        # padded steps: no gradient into the gates, carries pass through unchanged
+        K = {g: k * valid for g, k in K.items()}
+        Kc = Kc * valid
+        F = F * valid + (1.0 - valid)
+        dys = dys * valid
+    Kc = jnp.broadcast_to(Kc, cs.shape)
+    F = jnp.broadcast_to(F, cs.shape)
+    # The gate factors as one [T, B, n*H] array made by one elementwise pass (a select on the
+    # gate index rather than a concatenate, which XLA runs as an extra copy); the backward
+    # loop overwrites each step's factors with that step's dpre, in place.
+    gi = jnp.arange(n).reshape(1, 1, n, 1)
+    Kcat = jnp.broadcast_to(K[gates[-1]], cs.shape)[:, :, None]
+    for k in range(n - 2, -1, -1):
+        Kcat = jnp.where(gi == k, jnp.broadcast_to(K[gates[k]], cs.shape)[:, :, None], Kcat)
+    Kcat = Kcat.reshape(T, B, n * H)
+    n_c = sum(g != "o" for g in gates)
+    seq = (dys, Kc, F) + ((valid,) if spec.masked else ())
+
+    def dot_wT(d):  # d @ w_h^T without materializing the transpose
+        return jax.lax.dot_general(d, w_h, (((1,), (1,)), ((), ())))
+
+    def body(k, carry):
+        dh, dc, D = carry
+        t = T - 1 - k
+        if spec.masked:
+            dy, kc, ff, v = (_at(a_, t) for a_ in seq)
+        else:
+            dy, kc, ff = (_at(a_, t) for a_ in seq)
+        dh = dh + dy
+        dc = dc + dh * kc
+        parts = [dc] * n_c + ([dh] if "o" in act else [])
+        # dpre overwrites this step's factors in D and is read back for the matmul, so that
+        # its computation is fused with the in-place write (see _forward)
+        D = _put(D, jnp.concatenate(parts, axis=-1) * _at(D, t), t)
+        dh_prev = dot_wT(_at(D, t))
+        if spec.dropmask:
+            dh_prev = dh_prev * rmask
+        if spec.masked:
+            dh_prev = jnp.where(v > 0, dh_prev, dh)
+        return dh_prev, dc * ff, D
+
+    dh0, dc0, dpre = jax.lax.fori_loop(0, T, body, (dhT, dcT, Kcat), unroll=spec.unroll)
+
+    # Weight gradients: one matmul each over all T*B rows, after the loop.
+    h_prev = Y[:-1]
+    if spec.dropmask:
+        h_prev = h_prev * rmask
+    dpre2 = dpre.reshape(T * B, n * H)
+    # The transposes materialized (the barrier keeps XLA from folding them into the dot):
+    # [K, T*B] @ [T*B, N] then runs as a plain multi-threaded matmul; the transposed-operand
+    # form ran single-threaded at about half the speed.
+    hT_, xT_ = jax.lax.optimization_barrier((h_prev.reshape(T * B, -1).T,
+                                             xs.reshape(T * B, I).T))
+    dw_h = hT_ @ dpre2
+    dw_x = xT_ @ dpre2
+    db = dpre2.sum(axis=0)
+    dxs = (dpre2 @ w_x.T).reshape(T, B, I)
+    dpre_g = dict(zip(gates, _split(dpre, n, H)))
+    dpeeps = tuple(jnp.sum(dpre_g[g] * (cs if g == "o" else c_prev), axis=(0, 1))
+                   for g in spec.peep)
+    dvalid = None if valid is None else jnp.zeros_like(valid)
+    drmask = None
+    if spec.dropmask:
+        # rmask multiplies h before the matmul: d rmask = sum_t h_prev * (dpre @ w_h^T)
+        drmask = jnp.sum(Y[:-1] * dot_wT(dpre2).reshape(T, B, -1), axis=0)
+    return (dw_x, dw_h, db, dpeeps, dxs, dh0, dc0, dvalid, drmask)
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)

@@ -1,0 +1,197 @@
+"""The fused LSTM path (hand-written backward) against autodiff of the generic scan: outputs, final
+carries and gradients with respect to params, inputs and the initial carry, for every supported
+configuration; and the dispatch (what falls back to the generic scan)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_research import cells
+from lstm_research.layers import Stack, fused, scan
+
+T, B, I, H = 7, 3, 5, 4
+
+CONFIGS = {
+    "lstm": ("lstm", {}),
+    **{name: (name, {}) for name in cells.GREFF_VARIANTS if name != "fgr"},
+    "lstm1997": ("lstm1997", {}),
+    "cifg_no_peepholes": ("cifg", {"peepholes": False}),
+    "nig_noaf_no_peepholes": ("nig", {"peepholes": False, "output_activation": "identity"}),
+    "nog_niaf": ("nog", {"input_activation": "identity"}),
+    "clip": ("vanilla", {"cell_clip": 0.3}),
+}
+OPTIONS = {
+    "plain": {},
+    "reverse": {"reverse": True},
+    "lengths": {"lengths": True},
+    "lengths_reverse": {"lengths": True, "reverse": True},
+    "recurrent_mask": {"recurrent_mask": True},
+}
+
+
+def _random_params(cell, key, input_size=I):
+    params = cell.init(key, input_size)
+    # non-trivial biases and peepholes so that every term matters
+    return {k: v + 0.3 * jax.random.normal(jax.random.fold_in(key, n), v.shape)
+            for n, (k, v) in enumerate(sorted(params.items()))}
+
+
+def _case(cell, input_size=I):
+    k = jax.random.split(jax.random.key(0), 6)
+    params = _random_params(cell, k[0], input_size)
+    xs = jax.random.normal(k[1], (T, B, input_size))
+    carry = {"c": jax.random.normal(k[2], (B, H)), "h": jax.random.normal(k[3], (B, H))}
+    weights = jax.random.normal(k[4], (T, B, H))  # a loss that weights every output differently
+    return params, xs, carry, weights
+
+
+def _loss(cell, options, weights, fused_flag, parallel=False):
+    lengths = jnp.array([T, 3, 0][:B]) if options.get("lengths") else None
+    mask = (jax.random.bernoulli(jax.random.key(7), 0.7, (B, H)) / 0.7
+            if options.get("recurrent_mask") else None)
+
+    def loss(params, xs, carry):
+        new, ys = scan(cell, params, xs, carry, lengths=lengths,
+                       reverse=options.get("reverse", False), recurrent_mask=mask,
+                       fused=fused_flag, parallel=parallel)
+        value = (jnp.sum(ys * weights) + jnp.sum(jnp.sin(new.get("c", 0.0)))
+                 + jnp.sum(new["h"] ** 2))
+        return value, (ys, new)
+    return loss
+
+
+# Compiling dominates this file's run time; LLVM's optimizations are not what is tested here.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _check_all(cases):
+    """cases: {label: (cell, options, input_size)}; compiled together (one XLA compilation is
+    several times faster than one per case)."""
+    fns, args = {}, {}
+    for label, (cell, options, input_size) in cases.items():
+        params, xs, carry, weights = _case(cell, input_size)
+        fns[label] = [jax.value_and_grad(_loss(cell, options, weights, flag), argnums=(0, 1, 2),
+                                         has_aux=True) for flag in (False, True)]
+        args[label] = (params, xs, carry)
+
+    def run(args):  # plain and fused for every case
+        return {k: [f(*args[k]) for f in fns[k]] for k in fns}
+    out = jax.jit(run, compiler_options=FAST_COMPILE)(args)
+    for label, (plain, fast) in out.items():
+        flat0, tree0 = jax.tree.flatten(plain)
+        flat1, tree1 = jax.tree.flatten(fast)
+        assert tree0 == tree1, label
+        for a, b in zip(flat0, flat1):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5,
+                                       err_msg=label)
+
+
+def test_fused_matches_autodiff_every_cell():
+    cases = {}
+    for config, (name, switches) in CONFIGS.items():
+        cell = cells.get(name, H, **switches)
+        assert fused.unsupported(cell) is None, config
+        cases[config] = (cell, {}, I)
+    cases["input_size_one"] = (cells.get("vanilla", H), {"lengths": True}, 1)
+    _check_all(cases)
+
+
+def test_fused_matches_autodiff_with_options():
+    cases = {}
+    for config, option in [("lstm", "reverse"), ("lstm", "lengths"), ("lstm", "recurrent_mask"),
+                           ("vanilla", "lengths_reverse"), ("vanilla", "recurrent_mask"),
+                           ("clip", "lengths"), ("nog_niaf", "lengths_reverse")]:
+        name, switches = CONFIGS[config]
+        cases[f"{config}-{option}"] = (cells.get(name, H, **switches), OPTIONS[option], I)
+    _check_all(cases)
+
+
+def test_stack_uses_fused_path_and_matches():
+    stack = Stack(cells.get("lstm", H), num_layers=2, bidirectional=True)
+    params = stack.init(jax.random.key(1), I)
+    xs = jax.random.normal(jax.random.key(2), (B, T, I))
+    lengths = jnp.array([T, 4, 1])
+
+    def loss(params, xs):
+        ys, carries = stack.apply(params, xs, lengths=lengths)
+        return jnp.sum(jnp.tanh(ys)) + sum(jnp.sum(c["fwd"]["c"]) for c in carries)
+
+    def both(params, xs):
+        out = []
+        for on in (False, True):
+            with fused.enabled(on):
+                out.append(jax.value_and_grad(loss, argnums=(0, 1))(params, xs))
+        return out
+    out = jax.jit(both, compiler_options=FAST_COMPILE)(params, xs)
+    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    # the fused path really runs: its custom_vjp shows up in the jaxpr (fresh lambdas: make_jaxpr
+    # caches traces per function)
+    assert "custom_vjp" in str(jax.make_jaxpr(lambda p, x: loss(p, x))(params, xs))
+    with fused.enabled(False):
+        assert "custom_vjp" not in str(jax.make_jaxpr(lambda p, x: loss(p, x))(params, xs))
+
+
+@pytest.mark.parametrize("spec,kwargs,reason", [
+    ("fgr", {}, "full_gate_recurrence"),
+    ("layernorm_lstm", {}, "layer_norm"),
+    ("lstmp:proj_size=3", {}, "proj_size"),
+    ("lstm:gate_activation=hard_sigmoid", {}, "gate_activation"),
+    ("lstm:input_activation=relu", {}, "input_activation"),
+    ("gru", {}, "not the LSTM family"),
+    ("lstm", {"zoneout": {"c": 0.1, "h": 0.1}, "key": jax.random.key(0), "train": True},
+     "zoneout"),
+    ("lstm", {"remat": True}, "remat"),
+])
+def test_unsupported_configurations_fall_back(spec, kwargs, reason):
+    cell = cells.get(spec, H)
+    why = fused.unsupported(cell, **{k: v for k, v in kwargs.items() if k in ("zoneout", "remat")})
+    assert why is not None and reason in why
+    params = cell.init(jax.random.key(0), I)
+    xs, carry = jnp.ones((T, B, I)), cell.initial_carry((B,))
+    with pytest.raises(ValueError, match="fused path does not support"):
+        jax.eval_shape(lambda p, x, c: scan(cell, p, x, c, fused=True, **kwargs), params, xs,
+                       carry)
+    # "auto" falls back to the generic scan (traced only: no compilation needed)
+    jaxpr = str(jax.make_jaxpr(lambda p, x, c: scan(cell, p, x, c, **kwargs))(params, xs, carry))
+    assert "custom_vjp" not in jaxpr
+
+
+def test_chunked_linear_recurrence():
+    k = jax.random.split(jax.random.key(3), 3)
+
+    def run(T_, chunk):
+        a = jax.random.uniform(k[0], (T_, 2, 3))
+        b = jax.random.normal(k[1], (T_, 2, 3))
+        h0 = jax.random.normal(k[2], (2, 3))
+        h, ref = h0, []
+        for t in range(T_):
+            h = a[t] * h + b[t]
+            ref.append(h)
+        return fused.chunked_linear_recurrence(a, b, h0, chunk), jnp.stack(ref)
+    for T_, chunk in [(13, 4), (16, 4), (5, None), (1, None)]:  # ragged, even, default chunks
+        hs, ref = jax.jit(run, static_argnums=(0, 1), compiler_options=FAST_COMPILE)(T_, chunk)
+        np.testing.assert_allclose(np.asarray(hs), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_parallel_form_matches_associative_scan():
+    fns, args = {}, {}
+    for name, option in [("minlstm", "plain"), ("minlstm", "lengths_reverse"),
+                         ("mingru", "lengths_reverse"),
+                         ("mingru:positive_candidate=false", "plain")]:
+        cell = cells.get(name, H)
+        params, xs, _, weights = _case(cell)
+        carry = {"h": jax.random.normal(jax.random.key(5), (B, H))}
+        fns[(name, option)] = [jax.value_and_grad(
+            _loss(cell, OPTIONS[option], weights, flag, parallel=True), argnums=(0, 1, 2),
+            has_aux=True) for flag in (False, True)]   # associative scan, chunked
+        args[(name, option)] = (params, xs, carry)
+
+    def run(args):
+        return [[f(*args[k]) for f in fns[k]] for k in fns]
+    with jax.default_device(jax.devices("cpu")[0]):
+        out = jax.jit(run, compiler_options=FAST_COMPILE)(args)
+    for label, (r0, r1) in zip(fns, out):
+        for a, b in zip(jax.tree.leaves(r0), jax.tree.leaves(r1)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5,
+                                       err_msg=str(label))
