@@ -399,8 +399,13 @@ def suite_greff(args, prog):
     res = measure(impls, 5 if args.quick else 15, memory=False)
     prog.step("greff variants")
     out = {"B": B, "T": T, "I": I, "H": H, "results": res}
+    def matmul_flops(v):  # per step and row: every weight matrix is used once forward
+        shapes = jax.eval_shape(lambda: Stack(cells.get(v, H), num_layers=2).init(
+            jax.random.key(0), I))
+        return sum(2 * a.shape[0] * a.shape[1] for a in jax.tree.leaves(shapes) if a.ndim == 2)
     for v in cells.GREFF_VARIANTS:
         res[v]["vs_vanilla"] = res[v]["median_ms"] / res["vanilla"]["median_ms"]
+        res[v]["matmul_flops_vs_vanilla"] = matmul_flops(v) / matmul_flops("vanilla")
         why = fused.unsupported(cells.get(v, H))
         res[v]["path"] = "fused" if why is None else f"generic scan ({why})"
     return out
@@ -570,18 +575,22 @@ def print_report(results, w=print):
           f"{r['best_gflops']:.0f})")
     if "lstm" in results:
         w("\n2-layer LSTM training step (fwd+bwd), median [min-max] ms; ratio = peer time / ours "
-          "(> 1: ours faster)")
+          "(> 1: ours faster); mem = RSS growth during one step (CPU) or device peak (GPU); "
+          "xla = XLA's temp + output buffers")
         w(f"{'shape (B,T,I,H)':28s} {'impl':10s} {'median [min-max] ms':>24s} {'compile s':>9s} "
-          f"{'tok/s':>9s} {'GFLOP/s':>8s} {'%roof':>6s} {'mem MB':>7s} {'ratio':>6s}")
+          f"{'tok/s':>9s} {'GFLOP/s':>8s} {'%roof':>6s} {'mem MB':>7s} {'xla MB':>7s} "
+          f"{'ratio':>6s}")
         for row in results["lstm"]:
             shape = f"{row['shape']} {(row['B'], row['T'], row['I'], row['H'])}"
             for name, r in row["results"].items():
                 ratio = row["ratios"].get(f"ours_vs_{name}", 1.0 if name == "ours" else None)
                 mem = r.get("peak_mem_bytes")
+                xla = r.get("xla_temp_plus_output_bytes")
                 w(f"{shape:28s} {name:10s} {fmt_ms(r):>24s} {r['compile_s']:9.2f} "
                   f"{r.get('tokens_per_s', 0):9.0f} {r.get('gflops', 0):8.1f} "
                   f"{100 * r.get('roofline_frac', 0):6.1f} "
                   f"{'' if mem is None else f'{mem / 2**20:7.1f}':>7s} "
+                  f"{'' if xla is None else f'{xla / 2**20:7.1f}':>7s} "
                   f"{'' if ratio is None else f'{ratio:6.2f}':>6s}")
                 shape = ""
     if "tscale" in results:
@@ -596,7 +605,8 @@ def print_report(results, w=print):
         w(f"\nGreff variants, 2-layer stack at (B,T,I,H)={(g['B'], g['T'], g['I'], g['H'])}: "
           "median ms, time / vanilla")
         for v, r in g["results"].items():
-            w(f"  {v:8s} {r['median_ms']:8.2f}  x{r['vs_vanilla']:.2f}  {r['path']}")
+            w(f"  {v:8s} {r['median_ms']:8.2f}  x{r['vs_vanilla']:.2f}  (matmul FLOPs "
+              f"x{r['matmul_flops_vs_vanilla']:.2f})  {r['path']}")
     if "gru" in results:
         g = results["gru"]
         w(f"\nGRU (2 layers) at {(g['B'], g['T'], g['I'], g['H'])}: " + "  ".join(

@@ -6,10 +6,10 @@ parallel form of minLSTM/minGRU.
 products of every step and accumulates them in the loop carry. The fused layer does what cuDNN
 and oneDNN do instead:
 
-* forward: the input projection ``xs @ w_x + b`` for all steps in one matmul, split into one
-  ``[T, B, H]`` array per gate *before* the loop (per-step slices of a ``[T, B, G*H]`` array
-  split four ways inside the loop were the slowest variant measured); then a loop doing only
-  the recurrent matmul and the gate math;
+* forward: the input projection ``xs @ w_x + b`` for all steps at once, as one ``[T, B, H]``
+  array per gate *before* the loop (per-step slices of a ``[T, B, G*H]`` array split four ways
+  inside the loop were the slowest variant measured); then a loop doing only the recurrent
+  matmul and the gate math;
 * backward: every factor of the per-step gradient that does not depend on the incoming gradient
   (activation derivatives; peephole, CIFG, clipping and masking terms) is computed for all
   steps at once, outside the loop; the reverse loop does two multiply-adds, one ``[B, G*H]``
@@ -259,11 +259,13 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
     g_act = jnp.tanh if spec.tanh_in else (lambda v: v)
     h_act = jnp.tanh if spec.tanh_out else (lambda v: v)
 
-    # The input projection for all steps at once, pre-split into one [T, B, H] array per gate:
-    # per-step slices of a [T, B, G*H] array split four ways inside the loop were the slowest
-    # variant measured. (Computing x @ w_x inside the loop for tiny inputs, I = 1, was slower.)
-    px = (xs.reshape(T * B, I) @ w_x + b).reshape(T, B, n * H)
-    seq = _split(px, n, H)
+    # The input projection for all steps at once, one [T, B, H] array per gate (one matmul per
+    # gate, so no copies to split it): per-step slices of a [T, B, G*H] array split four ways
+    # inside the loop were the slowest variant measured. (Computing x @ w_x inside the loop
+    # for tiny inputs, I = 1, was slower too.)
+    x2 = xs.reshape(T * B, I)
+    seq = tuple((x2 @ wk + bk).reshape(T, B, H)
+                for wk, bk in zip(_split(w_x, n, H), _split(b, n, H)))
     if spec.masked:
         seq = seq + (valid,)
 
