@@ -19,8 +19,14 @@ peak on GPU, plus XLA's own buffer sizes for JAX).
 Suites (``--suite``, comma-separated; default all): ``roofline``, ``lstm`` (five shapes),
 ``tscale`` (T = 10..10000, B = 1 and 32), ``greff`` (every Greff variant vs vanilla), ``gru``,
 ``minrnn`` (minLSTM/minGRU parallel vs sequential at T=4096), ``bf16`` (bfloat16 vs float32),
-``ptb`` (a whole PTB-small epoch). Only JAX and NumPy are required; Flax, PyTorch, tqdm and psutil
-are used when installed.
+``ptb`` (a whole PTB-small epoch). Only JAX and NumPy are required; Flax, PyTorch and tqdm are
+used when installed.
+
+``--retain-freed-memory`` first calls :func:`lstm_research.layers.fused.retain_freed_memory`
+(glibc keeps freed memory instead of unmapping it), for every implementation in the process
+alike: XLA allocates each execution's buffers afresh, PyTorch each tensor, and by default the
+large ones page-fault their memory in again on every step (it speeds up PyTorch's LSTM more
+than ours). ``--hugepages`` is the milder GLIBC_TUNABLES=glibc.malloc.hugetlb=1.
 
 Timings on shared machines move by 10-20% between runs; compare the ratios, which come from
 interleaved repetitions in one process. The load average is recorded in the JSON.
@@ -31,7 +37,6 @@ import argparse
 import datetime
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -50,10 +55,8 @@ import numpy as np  # noqa: E402
 from lstm_research import cells  # noqa: E402
 from lstm_research.layers import Stack, fused  # noqa: E402
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - optional peer
-    torch = None
+torch = None  # imported by main() after JAX has initialized its backend (on GPUs, importing
+# PyTorch first can make JAX load PyTorch's copy of cuDNN)
 try:
     import flax.linen as nn
 except ImportError:  # pragma: no cover - optional peer
@@ -68,6 +71,7 @@ SHAPES = [(20, 35, 200, 200), (20, 35, 650, 650), (64, 100, 88, 128), (1, 1000, 
 SHAPE_NAMES = ["ptb-small", "ptb-medium", "jsb-like", "long-b1", "seq-mnist"]
 SUITES = ("roofline", "lstm", "tscale", "greff", "gru", "minrnn", "bf16", "ptb")
 PTB_STEPS = 2323  # 929589 training tokens / (batch 20 * bptt 20)
+RETAINED = False  # whether retain_freed_memory() is on (main() sets it)
 
 
 # --- infrastructure -----------------------------------------------------------------------------
@@ -157,12 +161,32 @@ def peak_memory(fn, kind):
             return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use"), \
                 "jax device peak_bytes_in_use (process-wide, upper bound)"
         return None, "n/a"
-    base = _rss_bytes()
-    if base is None or not _reset_peak_rss():
-        return None, "n/a"
-    fn()
-    peak = _peak_rss_bytes()
+    with _default_malloc():  # freed memory handed back, so that a step's growth shows
+        base = _rss_bytes()
+        if base is None or not _reset_peak_rss():
+            return None, "n/a"
+        fn()
+        peak = _peak_rss_bytes()
     return (None if peak is None else max(0, peak - base)), "RSS peak - RSS before (VmHWM)"
+
+
+class _default_malloc:
+    """Within: glibc's default mmap/trim settings, freed memory trimmed first; on exit, the
+    settings of ``retain_freed_memory`` again if they were on."""
+
+    def __enter__(self):
+        import ctypes
+        import ctypes.util
+        self.on = RETAINED
+        if self.on:
+            self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self.libc.mallopt(-4, 65536)        # M_MMAP_MAX default
+            self.libc.mallopt(-1, 128 * 1024)   # M_TRIM_THRESHOLD default
+            self.libc.malloc_trim(0)
+
+    def __exit__(self, *exc):
+        if self.on:
+            fused.retain_freed_memory()
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 1, budget_s: float | None = None,
@@ -568,7 +592,8 @@ def print_report(results, w=print):
     meta = results["meta"]
     w(f"\n== {meta['device']} | jax {meta['jax']} | torch {meta.get('torch')} | "
       f"flax {meta.get('flax')} | load avg {meta.get('loadavg_before')} -> "
-      f"{meta.get('loadavg_after')} | GLIBC_TUNABLES={meta.get('glibc_tunables')}")
+      f"{meta.get('loadavg_after')} | retain_freed_memory={meta.get('retain_freed_memory')} | "
+      f"GLIBC_TUNABLES={meta.get('glibc_tunables')}")
     if "roofline" in results:
         r = results["roofline"]
         w(f"roofline: 2048x2048 f32 matmul in jax: {r['gflops']:.0f} GFLOP/s (best "
@@ -655,6 +680,10 @@ def main(argv=None):
                     help="re-run this process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc "
                          "then asks for transparent huge pages: far fewer page faults on the "
                          "large buffers every step allocates; helps all implementations)")
+    ap.add_argument("--retain-freed-memory", action="store_true",
+                    help="call lstm_research.layers.fused.retain_freed_memory() first: glibc "
+                         "then keeps freed memory for reuse instead of unmapping it (no page "
+                         "faults on every step's buffers), for every implementation alike")
     args = ap.parse_args(argv)
     if args.hugepages and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
         env = dict(os.environ)
@@ -665,7 +694,13 @@ def main(argv=None):
     unknown = set(suites) - set(SUITES)
     if unknown:
         ap.error(f"unknown suite(s) {sorted(unknown)}; choose from {SUITES}")
+    global RETAINED, torch
+    RETAINED = retained = args.retain_freed_memory and fused.retain_freed_memory()
     plat = jax.devices()[0].platform
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - optional peer
+        torch = None
     out = args.out or os.path.join(REPO, "experiments", "results", f"benchmark_{plat}.json")
     if torch is not None and torch_device() == "cpu":
         torch.set_num_threads(args.torch_threads)
@@ -685,6 +720,7 @@ def main(argv=None):
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "retain_freed_memory": retained,
         "suites": suites,
     }}
     need_roofline = bool({"roofline", "lstm", "tscale", "gru"} & set(suites))

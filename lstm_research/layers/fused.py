@@ -101,6 +101,33 @@ def unsupported(cell: Cell, *, recurrent_mask=None, zoneout=None, parallel=False
     return None
 
 
+def retain_freed_memory(trim_threshold: int = 2**31 - 1) -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse instead of handing it back to the OS:
+    ``mallopt`` with ``M_MMAP_MAX = 0``, a large ``M_TRIM_THRESHOLD`` and ``M_ARENA_MAX = 1``
+    (the same as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1`` in
+    the environment). Returns whether it applied (Linux with glibc only). Process-wide and
+    opt-in: call it once at the start of the program, before the first JAX computation (threads
+    that already have their own malloc arena keep it).
+
+    XLA on CPU allocates each execution's buffers afresh; blocks over 32 MB (or 64 MB from a
+    thread's own arena) come from ``mmap`` and go back with ``munmap``, so every training step
+    page-faults and zero-fills its whole working set again. For a 2-layer LSTM step at B=64,
+    T=100, I=88, H=128: 19000 page faults and ~36 ms of kernel time per step, 77 ms -> 49 ms
+    with this call. It helps every framework in the process (PyTorch's LSTM there: 53 -> 35 ms);
+    the cost is that the process's RSS stays at its peak.
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+    return (bool(mallopt(M_ARENA_MAX, 1)) and bool(mallopt(M_MMAP_MAX, 0))
+            and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold))))
+
+
 class _Spec(NamedTuple):
     """The static switches the fused kernels specialize on (hashable)."""
     H: int
