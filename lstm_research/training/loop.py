@@ -36,21 +36,24 @@ class WorkdirMismatch(RuntimeError):
     pass
 
 
-def _pad_time(batch: dict) -> dict:
-    """Pad variable-length batches along time to a multiple of TIME_BUCKET."""
-    if "lengths" not in batch:
-        return batch
-    T = batch["x"].shape[1]
-    extra = -T % TIME_BUCKET
-    if not extra:
+def pad_time_to(batch: dict, T: int) -> dict:
+    """Zero-pad the time axis of a variable-length batch's ``x`` and per-step ``y`` to ``T``."""
+    t = batch["x"].shape[1]
+    if "lengths" not in batch or t == T:
         return batch
     out = dict(batch)
     for k in ("x", "y"):
-        if batch[k].ndim >= 2 and batch[k].shape[1] == T:
+        if batch[k].ndim >= 2 and batch[k].shape[1] == t:
             pad = [(0, 0)] * batch[k].ndim
-            pad[1] = (0, extra)
+            pad[1] = (0, T - t)
             out[k] = np.pad(batch[k], pad)
     return out
+
+
+def _pad_time(batch: dict) -> dict:
+    """Pad variable-length batches along time to a multiple of TIME_BUCKET."""
+    T = batch["x"].shape[1]
+    return pad_time_to(batch, T + (-T % TIME_BUCKET))
 
 
 def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:

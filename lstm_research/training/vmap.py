@@ -25,7 +25,8 @@ import numpy as np
 from lstm_research import models
 from lstm_research.training import optim, parallel
 from lstm_research.training.checkpoint import Checkpoints
-from lstm_research.training.loop import Trainer, _pad_time, prepare_workdir, summary_line
+from lstm_research.training.loop import (Trainer, _pad_time, pad_time_to, prepare_workdir,
+                                         summary_line)
 from lstm_research.training.reporting import Reporter
 
 
@@ -58,20 +59,7 @@ def _stack(trees):
 def _pad_to(batches):
     """Pad each batch of a list to the longest time dimension among them."""
     T = max(b["x"].shape[1] for b in batches)
-    out = []
-    for b in batches:
-        if b["x"].shape[1] == T or "lengths" not in b:
-            out.append(b)
-            continue
-        t = b["x"].shape[1]
-        nb = dict(b)
-        for k in ("x", "y"):
-            if b[k].ndim >= 2 and b[k].shape[1] == t:
-                pad = [(0, 0)] * b[k].ndim
-                pad[1] = (0, T - t)
-                nb[k] = np.pad(b[k], pad)
-        out.append(nb)
-    return out
+    return [pad_time_to(b, T) for b in batches]
 
 
 class VmapTrainer:
