@@ -123,6 +123,14 @@ def test_random_draws_ranges_reproducibility_and_pairing():
     by_cell = {c: [t.overrides["train.lr"] for t in trials if t.overrides["model.cell"] == c]
                for c in ("vanilla", "nig")}
     assert by_cell["vanilla"] == by_cell["nig"] == lrs
+    # launch order is draw by draw: a sweep stopped after 2k trials has k draws of every cell
+    order = spec(0, grid=["model.cell=vanilla,nig"]).run_order(trials)
+    assert sorted(t.index for t in order) == list(range(100))
+    first = order[:10]
+    assert [t.overrides["model.cell"] for t in first] == ["vanilla", "nig"] * 5
+    assert [t.overrides["train.lr"] for t in first[::2]] == lrs[:5] == [t.overrides["train.lr"] for t in first[1::2]]
+    grid_only = spec_from_strings("c.py", grid=["model.cell=vanilla,nig", "seed=0:3"]).expand()
+    assert spec_from_strings("c.py", grid=["model.cell=vanilla,nig", "seed=0:3"]).run_order(grid_only) == grid_only
 
 
 def test_adding_a_random_axis_keeps_the_other_axis_draws():

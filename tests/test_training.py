@@ -180,3 +180,26 @@ def test_default_adding_run_reaches_its_criterion_on_a_short_budget(tmp_path):
     config.train.steps = 1500
     result = Trainer(config, tmp_path, progress=False).run()
     assert result["test"]["mse"] < 0.01, result
+
+
+def test_jsb_loss_norms_against_numpy():
+    """mean_frame: NLL per predicted frame; sum_time: per-sequence sums, averaged over sequences.
+    Both against Bernoulli NLLs summed over the 88 keys in NumPy, with one padded sequence."""
+    from lstm_research.tasks.real import JSBChorales
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 88)).astype(np.float32)
+    y = (rng.random((2, 5, 88)) < 0.1).astype(np.float32)
+    lengths = np.array([5, 3], np.int32)
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    per_frame = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(-1)  # [2, 5]
+    valid = np.arange(5)[None] < lengths[:, None]
+    batch = {"y": y, "lengths": lengths}
+    kw = dict(name="jsb", head="per_step", input_size=88, output_size=88, metric="nll")
+    mean, stats = JSBChorales(**kw).loss(jnp.asarray(logits), batch)
+    total, _ = JSBChorales(**kw, loss_norm="sum_time").loss(jnp.asarray(logits), batch)
+    np.testing.assert_allclose(mean, per_frame[valid].mean(), rtol=1e-5)
+    np.testing.assert_allclose(total, per_frame[valid].sum() / 2, rtol=1e-5)
+    np.testing.assert_allclose(stats["nll"] / stats["frames"], per_frame[valid].mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="'mean_frame', 'sum_time'"):
+        JSBChorales(**kw, loss_norm="sum")

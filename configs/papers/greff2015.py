@@ -13,7 +13,7 @@ from lstm_research.training import base_config
 
 
 def get_config():
-    c = base_config("jsb", batch_size=1, eval_batch_size=100)
+    c = base_config("jsb", batch_size=1, eval_batch_size=100, loss_norm="sum_time")
     c.model.cell = "vanilla"
     c.model.hidden_size = 100
     one_minus = ml_collections.FieldReference(0.1)

@@ -549,7 +549,7 @@ class _Sweep:
 
     def run(self) -> SweepReport:
         states = {t.id: trial_state(self._dir(t))["status"] for t in self.trials}
-        queue = deque(t for t in self.trials
+        queue = deque(t for t in self.spec.run_order(self.trials)
                       if states[t.id] != "done" and (states[t.id] != "failed" or self.retry_failed))
         done = sum(s == "done" for s in states.values())
         failed = sum(s == "failed" for s in states.values())

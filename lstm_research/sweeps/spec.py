@@ -399,6 +399,13 @@ class SweepSpec:
             trials.append(Trial(index, overrides, h, trial_dirname(index, overrides, h)))
         return trials
 
+    def run_order(self, trials: Sequence[Trial]) -> list[Trial]:
+        """The order trials are launched in: draw by draw when there are random draws (all grid
+        points of draw 0, then of draw 1, ...), so a sweep stopped early, or sized to a time
+        budget, holds the same number of paired draws for every grid point. Otherwise as listed."""
+        n = len(self.random_draws())
+        return sorted(trials, key=lambda t: (t.index % n, t.index))
+
     def command(self, trial: Trial, workdir: str, *, python: str, entry: str) -> list[str]:
         """The trial's command line (the run.py contract)."""
         flags = [f"--config.{k}={format_value(v)}" for k, v in {**self.fixed, **trial.overrides}.items()]

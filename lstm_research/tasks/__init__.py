@@ -15,7 +15,7 @@ DEFAULTS = {
     "continual_reber": dict(batch_size=1, bptt=100, steps_per_epoch=100, eval_size=10,
                             eval_length=100_000),
     "ptb": dict(data_dir="", batch_size=20, bptt=35, eval_batch_size=20, loss_norm="sum_time"),
-    "jsb": dict(data_dir="", batch_size=1, eval_batch_size=100),
+    "jsb": dict(data_dir="", batch_size=1, eval_batch_size=100, loss_norm="mean_frame"),
 }
 
 

@@ -58,12 +58,23 @@ class JSBChorales(Task):
     """JSB Chorales (Boulanger-Lewandowski et al. 2012 split, quarter notes): predict the next
     88-key piano-roll frame from the frames so far. Metric (Greff et al. 2015, Chung et al.
     2014): NLL per time step = the sum of the 88 Bernoulli NLLs, averaged over all predicted
-    frames of the split."""
+    frames of the split.
+
+    ``loss_norm`` (the training loss; the metric is always per frame): "mean_frame" (mean NLL
+    per predicted frame of the batch) or "sum_time" (each sequence's NLL summed over its frames,
+    averaged over the batch: the per-sequence error that a per-sequence SGD learning rate as in
+    Greff et al. 2015 multiplies).
+    """
     data_dir: str | None = None
     seed: int = 0
     batch_size: int = 1
     eval_batch_size: int = 100
+    loss_norm: str = "mean_frame"
     rolls: dict | None = None
+
+    def __post_init__(self):
+        if self.loss_norm not in ("mean_frame", "sum_time"):
+            raise ValueError(f"task.loss_norm={self.loss_norm!r}; valid: 'mean_frame', 'sum_time'")
 
     @staticmethod
     def _shifted(x, lengths):
@@ -86,7 +97,9 @@ class JSBChorales(Task):
         mask = step_mask(batch, outputs.shape[1])
         nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask
         frames = jnp.sum(mask)
-        return jnp.sum(nll) / frames, {"nll": jnp.sum(nll), "frames": frames}
+        value = (jnp.sum(nll) / frames if self.loss_norm == "mean_frame"
+                 else jnp.sum(nll) / nll.shape[0])
+        return value, {"nll": jnp.sum(nll), "frames": frames}
 
     def summarize(self, s):
         return {"nll": s["nll"] / s["frames"]}
