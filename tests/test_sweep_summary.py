@@ -186,3 +186,21 @@ def test_plots(tmp_path):
     assert out2["info"]["log_scale_keys"] == ["train.lr"]
     assert sorted(p.name for p in out2["plots"]) == ["box_mse.png", "vs_model.hidden.png", "vs_train.lr.png"]
     _png_ok(sweep2 / "vs_train.lr.png", min_bytes=10_000)
+
+
+def test_solve_rates_counts_and_sequences_by_hand():
+    from experiments.solve_rates import solve_rates
+
+    rows = [dict(status="done", **{"model.cell": c}, test_err=str(e), steps=str(s))
+            for c, e, s in [("a", 0.01, 100), ("a", 0.05, 400), ("a", 0.0, 300),
+                            ("b", 0.2, 50)]]
+    rows.append(dict(status="failed", **{"model.cell": "b"}, test_err="", steps=""))
+    table = {t["group"]: t for t in solve_rates(rows, "test_err<0.04", "model.cell", batch=32)}
+    assert (table["a"]["solved"], table["a"]["n"]) == (2, 3)
+    assert table["a"]["median_sequences"] == 200 * 32  # median of 100*32 and 300*32
+    assert (table["a"]["min_sequences"], table["a"]["max_sequences"]) == (3200, 9600)
+    assert (table["b"]["solved"], table["b"]["n"], table["b"]["median_sequences"]) == (0, 1, None)
+    with pytest.raises(ValueError, match="COLUMN OP NUMBER"):
+        solve_rates(rows, "test_err ~ 1", None, 1)
+    with pytest.raises(ValueError, match="not in results.csv"):
+        solve_rates(rows, "nope<1", None, 1)

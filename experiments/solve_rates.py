@@ -1,0 +1,75 @@
+"""Solution rates of a sweep (Hochreiter & Schmidhuber 1997, Gers et al. 2000 style reporting).
+
+A trial is "solved" when its final test metrics meet ``--solved`` (a comparison on a results.csv
+column, e.g. ``test_max_abs_error<0.04`` or ``test_solved_frac>=1``). For each group (default:
+``model.cell`` when swept) it prints the number solved out of the trials that finished, and the
+training sequences seen by the solved ones (steps x ``--batch``, since runs stop once the
+criterion holds on validation): median, min and max.
+
+    python experiments/solve_rates.py sweeps/h97_temporal6a/results.csv \
+        --solved 'test_error_rate<=0' --batch 32
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import operator
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
+
+
+def parse_criterion(text: str):
+    m = re.fullmatch(r"\s*([\w.]+)\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*", text)
+    if not m:
+        raise ValueError(f"--solved {text!r}: expected COLUMN OP NUMBER with OP one of {', '.join(OPS)}")
+    return m.group(1), OPS[m.group(2)], float(m.group(3))
+
+
+def solve_rates(rows: list[dict], criterion: str, group_by: str | None, batch: int) -> list[dict]:
+    column, op, bound = parse_criterion(criterion)
+    done = [r for r in rows if r.get("status") == "done"]
+    if done and column not in done[0]:
+        raise ValueError(f"column {column!r} not in results.csv; columns: {', '.join(done[0])}")
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in done:
+        groups[r.get(group_by, "all") if group_by else "all"].append(r)
+    out = []
+    for name, rs in groups.items():
+        solved = [r for r in rs if r[column] not in ("", None) and op(float(r[column]), bound)]
+        seqs = [int(r["steps"]) * batch for r in solved]
+        out.append({"group": name, "n": len(rs), "solved": len(solved),
+                    "rate": len(solved) / len(rs),
+                    "median_sequences": statistics.median(seqs) if seqs else None,
+                    "min_sequences": min(seqs) if seqs else None,
+                    "max_sequences": max(seqs) if seqs else None})
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results_csv")
+    p.add_argument("--solved", required=True, help="e.g. 'test_max_abs_error<0.04'")
+    p.add_argument("--group_by", default=None, help="results.csv column (default: model.cell if present)")
+    p.add_argument("--batch", type=int, default=1, help="sequences per training step")
+    a = p.parse_args(argv)
+    with open(a.results_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    group_by = a.group_by or ("model.cell" if rows and "model.cell" in rows[0] else None)
+    try:
+        table = solve_rates(rows, a.solved, group_by, a.batch)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"| {group_by or 'group'} | solved / finished | sequences to solution: median [min-max] |")
+    print("|---|---|---|")
+    for t in table:
+        seq = (f"{t['median_sequences']:,.0f} [{t['min_sequences']:,}-{t['max_sequences']:,}]"
+               if t["solved"] else "-")
+        print(f"| {t['group']} | {t['solved']} / {t['n']} ({100 * t['rate']:.0f}%) | {seq} |")
+
+
+if __name__ == "__main__":
+    main()
