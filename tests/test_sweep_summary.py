@@ -204,3 +204,27 @@ def test_solve_rates_counts_and_sequences_by_hand():
         solve_rates(rows, "test_err ~ 1", None, 1)
     with pytest.raises(ValueError, match="not in results.csv"):
         solve_rates(rows, "nope<1", None, 1)
+
+
+def test_top_fraction_analysis_ranks_by_validation(tmp_path):
+    """--top 0.5: each group's best half by valid nll (here valid = test + 0.01); a group of 3
+    finished trials keeps ceil(1.5) = 2. Statistics and Welch tests on those rows only."""
+    from lstm_research.sweeps.summary import top_rows
+
+    sweep = _make_sweep(tmp_path)
+    out = summarize(sweep, plots=True, top=0.5)
+    rows = read_results_csv(sweep / "results.csv")
+    best = top_rows(rows, metric="nll", keys=["model.cell"], fraction=0.5)
+    by_cell = {}
+    for r in best:
+        by_cell.setdefault(r["model.cell"], []).append(r["test_nll"])
+    assert by_cell == {"vanilla": [1.0, 1.1], "nig": [1.5, 1.6], "np": [0.5, 0.52],
+                       "cifg": [1.05, 1.15]}
+    md = (sweep / "summary.md").read_text()
+    assert "## test `nll` of the top 50% of each group (ranked by valid `nll`)" in md
+    t, p = sps.ttest_ind([0.5, 0.52], [1.0, 1.1], equal_var=False)
+    top_table = md.split("## test `nll` of the top 50%")[1].split("##")[0]
+    assert f"| np | 2 | 0 | 0.5 | 0.51 | 0.51 | {math.sqrt(0.0002):.4g} | -0.54 | {t:.3f} | {p:.3g} |" in top_table
+    assert (sweep / "box_nll_top.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="fraction in"):
+        top_rows(rows, metric="nll", keys=["model.cell"], fraction=0)

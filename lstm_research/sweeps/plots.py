@@ -49,7 +49,8 @@ def _direction(lower_is_better: bool) -> str:
 
 
 def plot_box(rows: Sequence[Mapping], out: Path | str, *, metric: str, keys: Sequence[str],
-             baseline: str | None, lower_is_better: bool = True, seed: int = 0) -> Path | None:
+             baseline: str | None, lower_is_better: bool = True, seed: int = 0,
+             title: str | None = None) -> Path | None:
     import numpy as np
 
     col = f"test_{metric}"
@@ -93,7 +94,7 @@ def plot_box(rows: Sequence[Mapping], out: Path | str, *, metric: str, keys: Seq
             tick.set_fontweight("bold")
     ax.set_ylabel(f"test {metric} ({_direction(lower_is_better)})")
     ax.set_xlabel(", ".join(keys) if keys else "")
-    ax.set_title(f"test {metric} per group")
+    ax.set_title(f"test {metric} per group" + (f": {title}" if title else ""))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out)

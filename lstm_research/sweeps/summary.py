@@ -33,6 +33,7 @@ __all__ = [
     "group_stats",
     "read_results_csv",
     "summarize",
+    "top_rows",
     "verdict",
     "welch_test",
     "write_results_csv",
@@ -210,6 +211,23 @@ def resolve_baseline(labels: Sequence[str], keys: Sequence[str], baseline: str |
     raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; groups: {list(labels)}")
 
 
+def top_rows(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], fraction: float,
+             lower_is_better: bool = True) -> list[Mapping]:
+    """The best ``fraction`` of each group's finished trials (at least 2 where a group has 2),
+    ranked by *validation* ``metric`` so the test numbers reported for them are not selected on
+    (Greff et al. 2015 analyze the top 10% of each variant's random-search trials)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--top must be a fraction in (0, 1], got {fraction}")
+    out = []
+    for rs in _ordered_groups(rows, keys).values():
+        done = [r for r in rs if r["status"] == "done" and _is_num(r.get(f"valid_{metric}"))
+                and _is_num(r.get(f"test_{metric}"))]
+        done.sort(key=lambda r: r[f"valid_{metric}"], reverse=not lower_is_better)
+        k = min(len(done), max(2, math.ceil(fraction * len(done))))
+        out += done[:k]
+    return out
+
+
 class GroupStats(dict):
     """label, n, failed, best, median, mean, std, t, p, verdict (dict with attribute access)."""
 
@@ -265,7 +283,8 @@ def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
 
 def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *, metric: str | None,
                   keys: Sequence[str], baseline: str | None, lower_is_better: bool, alpha: float,
-                  direction_note: str = "", plots: Sequence[Path] = ()) -> Path:
+                  direction_note: str = "", plots: Sequence[Path] = (),
+                  top: float | None = None) -> Path:
     sweep_dir = Path(sweep_dir)
     counts = Counter(r["status"] for r in rows)
     lines = [f"# Sweep summary: `{sweep_dir.name}`", ""]
@@ -285,12 +304,17 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
     elif metric is not None:
         lines.append("No baseline group (pass --baseline to test groups against one).")
     lines.append("")
-    for split in ("test", "valid") if metric is not None else ():
-        if not any(_is_num(r.get(f"{split}_{metric}")) for r in rows):
+    sections = [("test", rows, f"## test `{metric}` by group"), ("valid", rows, f"## valid `{metric}` by group")]
+    if top is not None and metric is not None:
+        best = top_rows(rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
+        sections.insert(0, ("test", best, f"## test `{metric}` of the top {100 * top:g}% of each group "
+                                          f"(ranked by valid `{metric}`)"))
+    for split, subset, title in sections if metric is not None else ():
+        if not any(_is_num(r.get(f"{split}_{metric}")) for r in subset):
             continue
-        stats_ = group_stats(rows, metric=metric, keys=keys, baseline=baseline,
+        stats_ = group_stats(subset, metric=metric, keys=keys, baseline=baseline,
                              lower_is_better=lower_is_better, alpha=alpha, split=split)
-        lines += [f"## {split} `{metric}` by group", ""]
+        lines += [title, ""]
         show_unfinished = any(s.unfinished for s in stats_)
         header = ["group", "n", "failed", *(["unfinished"] if show_unfinished else []),
                   "best", "median", "mean", "std"]
@@ -330,11 +354,13 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
 
 def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = None,
               baseline: str | None = None, metric: str | None = None, lower_is_better: bool | None = None,
-              alpha: float = 0.05, plots: bool = True) -> dict:
+              alpha: float = 0.05, plots: bool = True, top: float | None = None) -> dict:
     """Writes results.csv, summary.md and (``plots=True``) the PNGs; returns their paths and the stats.
 
     ``metric`` defaults to the trials' primary metric (result.json ``metric``); ``lower_is_better`` to
     their ``lower_is_better`` (for another metric, lower is assumed unless given, and the summary says so).
+    ``top``: also analyze the best fraction of each group (:func:`top_rows`): a table with Welch
+    tests first in summary.md and ``box_<metric>_top.png``.
     """
     sweep_dir = Path(sweep_dir)
     rows, info = collect_results(sweep_dir)
@@ -360,9 +386,17 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
 
         out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                   lower_is_better=lower_is_better)
+        if top is not None:
+            from lstm_research.sweeps.plots import plot_box
+
+            best = top_rows(rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
+            box = plot_box(best, sweep_dir / f"box_{metric}_top.png", metric=metric, keys=keys,
+                           baseline=base, lower_is_better=lower_is_better,
+                           title=f"top {100 * top:g}% of each group (by valid {metric})")
+            out["plots"] = [box, *out["plots"]] if box else out["plots"]
     out["summary_md"] = write_summary(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                       lower_is_better=lower_is_better, alpha=alpha, direction_note=note,
-                                      plots=out["plots"])
+                                      plots=out["plots"], top=top)
     out["groups"] = [] if metric is None else group_stats(
         rows, metric=metric, keys=keys, baseline=base, lower_is_better=lower_is_better, alpha=alpha)
     return out
