@@ -478,3 +478,15 @@ def test_min_rnn_parallel_form_equals_sequential(name, positive, with_lengths):
         np.testing.assert_allclose(c_par[0]["fwd"]["h"][b], final_ref["h"][0],
                                    rtol=RTOL, atol=ATOL)
         assert np.all(np.asarray(ys_par[b, L:]) == 0)
+
+
+def test_initial_gate_biases_land_on_their_gates():
+    """b is stored in gate order (i, f, z, o) minus absent gates: each *_bias switch fills its
+    gate's H entries only; a bias for an absent gate is an error naming the gates present."""
+    H = 3
+    b = cells.get("lstm:forget_bias=1,input_bias=-3,output_bias=-2", H).init(jax.random.key(0), 2)["b"]
+    np.testing.assert_array_equal(b, np.repeat([-3.0, 1.0, 0.0, -2.0], H))
+    b = cells.get("lstm1997:input_bias=-6", H).init(jax.random.key(0), 2)["b"]  # gates (i, z, o)
+    np.testing.assert_array_equal(b, np.repeat([-6.0, 0.0, 0.0], H))
+    with pytest.raises(cells.CellConfigError, match="gates: f, z, o"):
+        cells.get("nig:input_bias=-3", H)

@@ -39,7 +39,9 @@ class LSTM(base.Cell):
     * ``full_gate_recurrence=True`` [FGR] adds to the pre-activation of each gate a ∈ {i, f, o}
       the term sum_b R_{ba} b_{t-1} over the previous activations of all three gates (nine extra
       recurrent H x H matrices, stored together as ``w_gates``).
-    * ``forget_bias``: initial value of b_f (Gers et al. 2000; Jozefowicz et al. 2015 use 1).
+    * ``forget_bias``: initial value of b_f (Gers et al. 2000; Jozefowicz et al. 2015 use 1);
+      ``input_bias``, ``output_bias``: initial b_i, b_o (Hochreiter & Schmidhuber 1997 start the
+      gates negatively biased, e.g. ``input_bias=-3``, so cells ignore inputs at first).
     * ``cell_clip``: clip c_t to [-cell_clip, cell_clip] after its update (None: no clipping).
     * ``proj_size > 0``: LSTMP (Sak et al. 2014): the output and the recurrent input become
       r_t = W_proj y_t of size ``proj_size``.
@@ -70,6 +72,8 @@ class LSTM(base.Cell):
     output_activation: str = "tanh"
     gate_activation: str = "sigmoid"
     forget_bias: float = 0.0
+    input_bias: float = 0.0
+    output_bias: float = 0.0
     cell_clip: float | None = None
     proj_size: int = 0
     layer_norm: bool = False
@@ -91,6 +95,11 @@ class LSTM(base.Cell):
             raise CellConfigError(
                 "full_gate_recurrence=True (FGR) feeds the input, forget and output gates into each "
                 "other; it needs all three gates present and uncoupled")
+        for what, gate in (("forget_bias", "f"), ("input_bias", "i"), ("output_bias", "o")):
+            if getattr(self, what) and gate not in self.gates:
+                raise CellConfigError(
+                    f"{what}={getattr(self, what)} sets the initial bias of a gate this cell does "
+                    f"not have (gates: {', '.join(self.gates)})")
         if self.proj_size < 0:
             raise CellConfigError(f"proj_size must be >= 0, got {self.proj_size}")
         if self.cell_clip is not None and self.cell_clip <= 0:
@@ -116,8 +125,10 @@ class LSTM(base.Cell):
         H, P, G = self.hidden_size, self.output_size, len(self.gates)
         k = jax.random.split(key, 6)
         b = jnp.zeros((G, H))
-        if "f" in self.gates:
-            b = b.at[self.gates.index("f")].set(self.forget_bias)
+        for gate, value in (("f", self.forget_bias), ("i", self.input_bias),
+                            ("o", self.output_bias)):
+            if gate in self.gates:
+                b = b.at[self.gates.index(gate)].set(value)
         params = {"w_x": base.glorot(k[0], input_size, H, G),
                   "w_h": base.orthogonal(k[1], P, H, G),
                   "b": b.reshape(G * H)}
