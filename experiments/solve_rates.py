@@ -18,6 +18,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 
@@ -51,19 +52,26 @@ def solve_rates(rows: list[dict], criterion: str, group_by: str | None, batch: i
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results_csv")
+    p.add_argument("results_csv", help="a sweep's results.csv, or the sweep directory")
     p.add_argument("--solved", required=True, help="e.g. 'test_max_abs_error<0.04'")
     p.add_argument("--group_by", default=None, help="results.csv column (default: model.cell if present)")
     p.add_argument("--batch", type=int, default=1, help="sequences per training step")
+    p.add_argument("--unit", default="sequences", help="what --batch counts (for the header)")
     a = p.parse_args(argv)
-    with open(a.results_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    path = Path(a.results_csv)
+    path = path / "results.csv" if path.is_dir() else path
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        sys.exit(f"error: cannot read {path}: {e.strerror} (a sweep writes results.csv when it "
+                 "ends; `python experiments/sweep.py --summarize DIR` writes it at any time)")
     group_by = a.group_by or ("model.cell" if rows and "model.cell" in rows[0] else None)
     try:
         table = solve_rates(rows, a.solved, group_by, a.batch)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"| {group_by or 'group'} | solved / finished | sequences to solution: median [min-max] |")
+    print(f"| {group_by or 'group'} | solved / finished | {a.unit} to solution: median [min-max] |")
     print("|---|---|---|")
     for t in table:
         seq = (f"{t['median_sequences']:,.0f} [{t['min_sequences']:,}-{t['max_sequences']:,}]"
