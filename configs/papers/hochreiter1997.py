@@ -31,7 +31,7 @@ def get_config(variant="adding100"):
         c = base_config("temporal_order", variant=arg, batch_size=32, eval_size=2560)
         c.train.target = 0.0
     # the 1997 nets start with negatively biased input gates, so that cells ignore their inputs
-    # until learning opens the gates (the paper uses -1 to -6 depending on the block);
+    # until learning opens the gates (the paper uses several negative values, per block);
     # REPRODUCTIONS.md has T = 500 with and without it
     c.model.cell = "lstm1997:input_bias=-3"
     c.model.hidden_size = 32
