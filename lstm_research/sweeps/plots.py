@@ -92,7 +92,11 @@ def plot_box(rows: Sequence[Mapping], out: Path | str, *, metric: str, keys: Seq
     for tick, g in zip(ax.get_xticklabels(), labels):
         if g == baseline:
             tick.set_fontweight("bold")
-    ax.set_ylabel(f"test {metric} ({_direction(lower_is_better)})")
+    values = [v for vs in data.values() for v in vs]
+    log_y = min(values) > 0 and max(values) / min(values) > 50  # diverged trials: keep the rest readable
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_ylabel(f"test {metric} ({_direction(lower_is_better)}{', log scale' if log_y else ''})")
     ax.set_xlabel(", ".join(keys) if keys else "")
     ax.set_title(f"test {metric} per group" + (f": {title}" if title else ""))
     ax.grid(axis="y", alpha=0.3)
