@@ -12,13 +12,14 @@ criterion holds on validation): median, min and max.
 from __future__ import annotations
 
 import argparse
-import csv
 import operator
 import re
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from lstm_research.sweeps.summary import read_results_csv
 
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 
@@ -40,7 +41,7 @@ def solve_rates(rows: list[dict], criterion: str, group_by: str | None, batch: i
         groups[r.get(group_by, "all") if group_by else "all"].append(r)
     out = []
     for name, rs in groups.items():
-        solved = [r for r in rs if r[column] not in ("", None) and op(float(r[column]), bound)]
+        solved = [r for r in rs if r[column] is not None and op(float(r[column]), bound)]
         seqs = [int(r["steps"]) * batch for r in solved]
         out.append({"group": name, "n": len(rs), "solved": len(solved),
                     "rate": len(solved) / len(rs),
@@ -61,8 +62,7 @@ def main(argv=None):
     path = Path(a.results_csv)
     path = path / "results.csv" if path.is_dir() else path
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = read_results_csv(path)
     except OSError as e:
         sys.exit(f"error: cannot read {path}: {e.strerror} (a sweep writes results.csv when it "
                  "ends; `python experiments/sweep.py --summarize DIR` writes it at any time)")

@@ -22,12 +22,7 @@ def _module(path):
 
 def _cases():
     for path in sorted((ROOT / "configs").rglob("*.py")):
-        variants = getattr(_module(path), "VARIANTS", None)
-        if path.stem == "zaremba2014":
-            variants = ("small", "medium", "large")
-        elif path.stem == "jozefowicz2015":
-            variants = ("adding", "copy", "jsb")
-        for v in variants or (None,):
+        for v in getattr(_module(path), "VARIANTS", None) or (None,):
             yield pytest.param(path, v, id=f"{path.relative_to(ROOT)}:{v}" if v else str(path.relative_to(ROOT)))
 
 

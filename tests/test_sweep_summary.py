@@ -191,10 +191,10 @@ def test_plots(tmp_path):
 def test_solve_rates_counts_and_sequences_by_hand():
     from experiments.solve_rates import solve_rates
 
-    rows = [dict(status="done", **{"model.cell": c}, test_err=str(e), steps=str(s))
+    rows = [dict(status="done", **{"model.cell": c}, test_err=e, steps=s)
             for c, e, s in [("a", 0.01, 100), ("a", 0.05, 400), ("a", 0.0, 300),
                             ("b", 0.2, 50)]]
-    rows.append(dict(status="failed", **{"model.cell": "b"}, test_err="", steps=""))
+    rows.append(dict(status="failed", **{"model.cell": "b"}, test_err=None, steps=None))
     table = {t["group"]: t for t in solve_rates(rows, "test_err<0.04", "model.cell", batch=32)}
     assert (table["a"]["solved"], table["a"]["n"]) == (2, 3)
     assert table["a"]["median_sequences"] == 200 * 32  # median of 100*32 and 300*32

@@ -13,8 +13,12 @@ hyperparameters for each architecture) and a fixed budget of steps.
 """
 from lstm_research.training import base_config
 
+VARIANTS = ("adding", "copy", "jsb")
+
 
 def get_config(variant="adding"):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     if variant == "adding":
         c = base_config("adding", T=100, variant="le", batch_size=50, eval_size=1000)
         c.model.hidden_size = 128
@@ -27,14 +31,12 @@ def get_config(variant="adding"):
         c.train.lr = 1e-3
         c.train.steps = 2000
         c.train.eval_every = 200
-    elif variant == "jsb":
+    else:
         c = base_config("jsb", batch_size=8, eval_batch_size=100)
         c.model.hidden_size = 100
         c.train.lr = 3e-3
         c.train.epochs = 30
         c.train.patience = 5
-    else:
-        raise ValueError(f"unknown variant {variant!r}; valid: 'adding', 'copy', 'jsb'")
     c.model.cell = "lstm:forget_bias=0"
     c.train.optimizer = "adam"
     c.train.clip_norm = 1.0

@@ -284,7 +284,7 @@ def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
 def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *, metric: str | None,
                   keys: Sequence[str], baseline: str | None, lower_is_better: bool, alpha: float,
                   direction_note: str = "", plots: Sequence[Path] = (),
-                  top: float | None = None) -> Path:
+                  top: float | None = None, top_subset: Sequence[Mapping] | None = None) -> Path:
     sweep_dir = Path(sweep_dir)
     counts = Counter(r["status"] for r in rows)
     lines = [f"# Sweep summary: `{sweep_dir.name}`", ""]
@@ -306,9 +306,11 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
     lines.append("")
     sections = [("test", rows, f"## test `{metric}` by group"), ("valid", rows, f"## valid `{metric}` by group")]
     if top is not None and metric is not None:
-        best = top_rows(rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
-        sections.insert(0, ("test", best, f"## test `{metric}` of the top {100 * top:g}% of each group "
-                                          f"(ranked by valid `{metric}`)"))
+        if top_subset is None:
+            top_subset = top_rows(rows, metric=metric, keys=keys, fraction=top,
+                                  lower_is_better=lower_is_better)
+        sections.insert(0, ("test", top_subset, f"## test `{metric}` of the top {100 * top:g}% of "
+                                                f"each group (ranked by valid `{metric}`)"))
     for split, subset, title in sections if metric is not None else ():
         if not any(_is_num(r.get(f"{split}_{metric}")) for r in subset):
             continue
@@ -381,22 +383,23 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
             lower_is_better, note = True, "; assumed -- pass --higher_is_better otherwise"
     out: dict[str, Any] = {"results_csv": csv_path, "rows": rows, "info": info, "group_keys": keys,
                            "baseline": base, "metric": metric, "plots": []}
+    best = None if top is None or metric is None else top_rows(
+        rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
     if plots and metric is not None:
         from lstm_research.sweeps.plots import make_plots
 
         out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                   lower_is_better=lower_is_better)
-        if top is not None:
+        if best is not None:
             from lstm_research.sweeps.plots import plot_box
 
-            best = top_rows(rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
             box = plot_box(best, sweep_dir / f"box_{metric}_top.png", metric=metric, keys=keys,
                            baseline=base, lower_is_better=lower_is_better,
                            title=f"top {100 * top:g}% of each group (by valid {metric})")
             out["plots"] = [box, *out["plots"]] if box else out["plots"]
     out["summary_md"] = write_summary(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                       lower_is_better=lower_is_better, alpha=alpha, direction_note=note,
-                                      plots=out["plots"], top=top)
+                                      plots=out["plots"], top=top, top_subset=best)
     out["groups"] = [] if metric is None else group_stats(
         rows, metric=metric, keys=keys, baseline=base, lower_is_better=lower_is_better, alpha=alpha)
     return out
