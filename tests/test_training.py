@@ -195,11 +195,10 @@ def test_jsb_loss_norms_against_numpy():
     per_frame = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(-1)  # [2, 5]
     valid = np.arange(5)[None] < lengths[:, None]
     batch = {"y": y, "lengths": lengths}
-    kw = dict(name="jsb", head="per_step", input_size=88, output_size=88, metric="nll")
-    mean, stats = JSBChorales(**kw).loss(jnp.asarray(logits), batch)
-    total, _ = JSBChorales(**kw, loss_norm="sum_time").loss(jnp.asarray(logits), batch)
+    mean, stats = JSBChorales().loss(jnp.asarray(logits), batch)
+    total, _ = JSBChorales(loss_norm="sum_time").loss(jnp.asarray(logits), batch)
     np.testing.assert_allclose(mean, per_frame[valid].mean(), rtol=1e-5)
     np.testing.assert_allclose(total, per_frame[valid].sum() / 2, rtol=1e-5)
     np.testing.assert_allclose(stats["nll"] / stats["frames"], per_frame[valid].mean(), rtol=1e-5)
     with pytest.raises(ValueError, match="'mean_frame', 'sum_time'"):
-        JSBChorales(**kw, loss_norm="sum")
+        JSBChorales(loss_norm="sum")
