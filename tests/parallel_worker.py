@@ -7,23 +7,17 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lstm_research.training import base_config  # noqa: E402
 from lstm_research.training.checkpoint import Checkpoints  # noqa: E402
 from lstm_research.training.loop import Trainer  # noqa: E402
+
+from conftest import small_config  # noqa: E402  (tests/ is this script's folder)
 
 
 def config():
     # continual Reber: the recurrent state of each of the 8 streams is carried across batches
-    c = base_config("continual_reber", batch_size=8, bptt=6, steps_per_epoch=5, eval_size=4,
-                    eval_length=40)
-    c.model.hidden_size = 8
-    c.model.num_layers = 2
-    c.model.dropout = 0.1
-    c.train.steps = 16
-    c.train.eval_every = 4
-    c.train.log_every = 4
-    c.train.lr = 1e-2
-    return c
+    return small_config("continual_reber", batch_size=8, bptt=6, steps_per_epoch=5, eval_size=4,
+                        eval_length=40, num_layers=2, dropout=0.1, steps=16, eval_every=4,
+                        log_every=4, lr=1e-2)
 
 
 class Crash(Exception):

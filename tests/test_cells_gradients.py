@@ -11,11 +11,11 @@ import pytest
 from lstm_research import cells
 from lstm_research.layers import Stack
 
+from conftest import FAST_COMPILE
+
 B, T, I, H = 3, 5, 4, 6
 EPS = 1e-6
 N_DIRECTIONS = 3
-# cheaper XLA compilation (the CI budget is mostly compile time); semantics are unchanged
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 @pytest.fixture

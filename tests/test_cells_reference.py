@@ -18,10 +18,11 @@ import pytest
 from lstm_research import cells
 from lstm_research.layers import Stack
 
+from conftest import fast_jit
+
 B, T, I, H = 3, 5, 4, 6
 ATOL = RTOL = 1e-5
 # cheaper XLA compilation (the CI budget is mostly compile time); semantics are unchanged
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 # --- tiny float64 helpers --------------------------------------------------------------------
@@ -54,10 +55,6 @@ def f32(tree):
 
 def f64(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
-
-
-def fast_jit(f):
-    return jax.jit(f, compiler_options=FAST_COMPILE)
 
 
 # --- LSTM family (Greff et al. 2015; Hochreiter & Schmidhuber 1997; PyTorch; Ba et al. 2016;

@@ -11,9 +11,10 @@ from lstm_research import cells
 from lstm_research.cells import CellConfigError
 from lstm_research.layers import Stack
 
+from conftest import fast_jit
+
 B, T, I, H = 3, 5, 4, 6
 LENGTHS = [T, 3, 1]
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def randomize(make, seed, scale=0.5):
@@ -25,10 +26,6 @@ def randomize(make, seed, scale=0.5):
 
 def inputs(seed=0, shape=(B, T, I)):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def fast_jit(f):
-    return jax.jit(f, compiler_options=FAST_COMPILE)
 
 
 # --- (a) masking ----------------------------------------------------------------------------

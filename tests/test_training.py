@@ -15,30 +15,20 @@ from lstm_research.training import base_config, optim
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import NonFiniteLoss, Trainer, WorkdirMismatch
 
+from conftest import small_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_adding():
-    c = base_config("adding", T=12, batch_size=16, eval_size=64)
-    c.model.hidden_size = 8
-    c.train.steps = 30
-    c.train.eval_every = 10
-    c.train.log_every = 5
-    return c
+    return small_config("adding", T=12, batch_size=16, eval_size=64, steps=30, eval_every=10)
 
 
 def small_stateful():
     """Continual Reber: state carried across batches, 2 layers with dropout (RNG per step)."""
-    c = base_config("continual_reber", batch_size=2, bptt=8, steps_per_epoch=6, eval_size=2,
-                    eval_length=60)
-    c.model.hidden_size = 8
-    c.model.num_layers = 2
-    c.model.dropout = 0.2
-    c.train.steps = 20
-    c.train.eval_every = 5
-    c.train.log_every = 5
-    c.train.lr = 1e-2
-    return c
+    return small_config("continual_reber", batch_size=2, bptt=8, steps_per_epoch=6, eval_size=2,
+                        eval_length=60, num_layers=2, dropout=0.2, steps=20, eval_every=5,
+                        lr=1e-2)
 
 
 class Crash(Exception):
@@ -195,11 +185,10 @@ def test_jsb_loss_norms_against_numpy():
     per_frame = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(-1)  # [2, 5]
     valid = np.arange(5)[None] < lengths[:, None]
     batch = {"y": y, "lengths": lengths}
-    kw = dict(name="jsb", head="per_step", input_size=88, output_size=88, metric="nll")
-    mean, stats = JSBChorales(**kw).loss(jnp.asarray(logits), batch)
-    total, _ = JSBChorales(**kw, loss_norm="sum_time").loss(jnp.asarray(logits), batch)
+    mean, stats = JSBChorales().loss(jnp.asarray(logits), batch)
+    total, _ = JSBChorales(loss_norm="sum_time").loss(jnp.asarray(logits), batch)
     np.testing.assert_allclose(mean, per_frame[valid].mean(), rtol=1e-5)
     np.testing.assert_allclose(total, per_frame[valid].sum() / 2, rtol=1e-5)
     np.testing.assert_allclose(stats["nll"] / stats["frames"], per_frame[valid].mean(), rtol=1e-5)
     with pytest.raises(ValueError, match="'mean_frame', 'sum_time'"):
-        JSBChorales(**kw, loss_norm="sum")
+        JSBChorales(loss_norm="sum")

@@ -2,20 +2,14 @@
 import numpy as np
 import pytest
 
-from lstm_research.training import base_config
 from lstm_research.training.loop import Trainer
 from lstm_research.training.vmap import VmapTrainer
 
+from conftest import small_config
+
 
 def config(task="adding", **task_kw):
-    c = base_config(task, **task_kw)
-    c.model.hidden_size = 8
-    c.model.dropout = 0.0
-    c.train.steps = 20
-    c.train.eval_every = 10
-    c.train.log_every = 5
-    c.train.lr = 3e-3
-    return c
+    return small_config(task, steps=20, eval_every=10, lr=3e-3, **task_kw)
 
 
 def _close(a, b):

@@ -19,12 +19,15 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from lstm_research.errors import UserError
+
 DATA_ENV_VAR = "LSTM_RESEARCH_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DataError(RuntimeError):
-    """A data file is missing, corrupt, or malformed."""
+class DataError(UserError, RuntimeError):
+    """A data file is missing, corrupt, or malformed (a user error; still a RuntimeError for
+    callers that catch it as one)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lstm_research.data import files
+from lstm_research.data.arrays import check_int, pad_batch
 from lstm_research.data._tfds_util import VerifiedManualBuilder, prepare, read_split
 
 SPLITS = ("train", "valid", "test")
@@ -128,38 +129,19 @@ def load_jsb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None =
     return out
 
 
-def pad_batch(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad ``[T_i, D]`` sequences to ``x [B, max T_i, D]`` float32; ``lengths [B]`` int32."""
-    if len(seqs) == 0:
-        raise ValueError("pad_batch needs at least one sequence")
-    arrays = [np.asarray(s) for s in seqs]
-    dims = {a.shape[1:] for a in arrays}
-    if any(a.ndim != 2 for a in arrays) or len(dims) != 1:
-        raise ValueError(f"pad_batch needs 2-D [T, D] sequences of one D, got shapes "
-                         f"{[a.shape for a in arrays]}")
-    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
-    x = np.zeros((len(arrays), int(lengths.max()), arrays[0].shape[1]), dtype=np.float32)
-    for i, a in enumerate(arrays):
-        x[i, :len(a)] = a
-    return x, lengths
-
-
 def jsb_epoch_order(n: int, rng_seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     """Sequence order of one epoch: a permutation drawn from
     ``np.random.default_rng([rng_seed, epoch])`` (``arange(n)`` if not ``shuffle``), so it
     depends on (seed, epoch) only."""
     for name, v in (("n", n), ("rng_seed", rng_seed), ("epoch", epoch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        check_int(name, v, 0)
     if not shuffle:
         return np.arange(n)
     return np.random.default_rng([int(rng_seed), int(epoch)]).permutation(n)
 
 
 def jsb_num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
-            batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -171,10 +153,7 @@ def jsb_batches(seqs: Sequence[np.ndarray], batch_size: int, rng_seed: int, epoc
     (the last one may be smaller unless ``drop_last``). ``start=k`` resumes at batch ``k``:
     a resumed run sees exactly the batches it would have seen."""
     n_batches = jsb_num_batches(len(seqs), batch_size, drop_last)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or \
-            not 0 <= start <= n_batches:
-        raise ValueError(f"start must be an integer batch index in [0, {n_batches}], "
-                         f"got {start!r}")
+    check_int("start", start, 0, n_batches)
     order = jsb_epoch_order(len(seqs), rng_seed, epoch, shuffle)
     for k in range(int(start), n_batches):
         yield pad_batch([seqs[i] for i in order[k * batch_size:(k + 1) * batch_size]])

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lstm_research.data import files
+from lstm_research.data.arrays import check_int
 from lstm_research.data._tfds_util import VerifiedManualBuilder, prepare, read_split
 
 EOS = "<eos>"
@@ -139,18 +140,10 @@ def load_ptb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None =
 # Zaremba et al. (2014) batching (ptb_iterator of reader.py)
 # --------------------------------------------------------------------------------------------
 
-def _pos_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def lm_num_batches(n_tokens: int, batch_size: int, num_steps: int) -> int:
     """Batches per epoch of :func:`lm_batches`: ``(n_tokens // batch_size - 1) // num_steps``."""
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
-        raise ValueError(f"n_tokens must be a non-negative integer, got {n_tokens!r}")
-    batch_len = int(n_tokens) // _pos_int("batch_size", batch_size)
-    return max(batch_len - 1, 0) // _pos_int("num_steps", num_steps)
+    batch_len = check_int("n_tokens", n_tokens, 0) // check_int("batch_size", batch_size)
+    return max(batch_len - 1, 0) // check_int("num_steps", num_steps)
 
 
 def lm_batches(tokens, batch_size: int, num_steps: int, start: int = 0,
@@ -169,16 +162,13 @@ def lm_batches(tokens, batch_size: int, num_steps: int, start: int = 0,
     if data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
         raise ValueError(f"tokens must be a 1-D integer array, got shape {data.shape} dtype "
                          f"{data.dtype}")
-    batch_size = _pos_int("batch_size", batch_size)
-    num_steps = _pos_int("num_steps", num_steps)
+    batch_size = check_int("batch_size", batch_size)
+    num_steps = check_int("num_steps", num_steps)
     epoch_size = lm_num_batches(len(data), batch_size, num_steps)
     if epoch_size == 0:
         raise ValueError(f"epoch_size == 0 for {len(data)} tokens, batch_size={batch_size}, "
                          f"num_steps={num_steps}: decrease batch_size or num_steps")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or \
-            not 0 <= start <= epoch_size:
-        raise ValueError(f"start must be an integer batch index in [0, {epoch_size}], "
-                         f"got {start!r}")
+    check_int("start", start, 0, epoch_size)
     batch_len = len(data) // batch_size
     data = data[:batch_size * batch_len].astype(np.int32).reshape(batch_size, batch_len)
     for i in range(int(start), epoch_size):

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
+from lstm_research.data.arrays import check_int, step_mask
+
 __all__ = [
-    "ADDING_LE_BASELINE_MSE", "adding_problem", "adding_solved",
+    "ADDING_LE_BASELINE_MSE", "adding_problem", "adding_within", "adding_solved",
     "copy_memory", "copy_memory_baseline",
     "TEMPORAL_ORDER_SYMBOLS", "temporal_order",
     "REBER_SYMBOLS", "REBER_GRAPH", "reber_string", "embedded_reber_string",
-    "embedded_reber_next_sets", "embedded_reber_accepts", "encode_reber",
+    "embedded_reber_next_sets", "encode_reber",
     "continual_reber_stream", "first_error_index",
 ]
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -78,9 +75,9 @@ def adding_problem(rng: np.random.Generator, batch_size: int, T: int, variant: s
     (:func:`adding_solved`).
     """
     rng = _check_rng(rng)
-    B = _check_positive_int("batch_size", batch_size)
+    B = check_int("batch_size", batch_size)
     if variant == "le":
-        T = _check_positive_int("T", T, 2)
+        T = check_int("T", T, 2)
         half = T // 2
         values = rng.uniform(0.0, 1.0, size=(B, T))
         i1 = rng.integers(0, half, size=B)
@@ -93,11 +90,11 @@ def adding_problem(rng: np.random.Generator, batch_size: int, T: int, variant: s
         lengths = np.full(B, T, dtype=np.int32)
     elif variant == "hochreiter":
         # T >= 11 keeps the last pair (index >= T-1 >= 10) apart from the first ten.
-        T = _check_positive_int("T", T, 11)
+        T = check_int("T", T, 11)
         lengths = rng.integers(T, T + T // 10 + 1, size=B).astype(np.int32)
         L = int(lengths.max())
         rows = np.arange(B)
-        pad = np.arange(L)[None, :] >= lengths[:, None]
+        pad = ~step_mask(lengths, L)
         values = rng.uniform(-1.0, 1.0, size=(B, L))
         i1 = rng.integers(0, 10, size=B)
         # k-th (0-based) of the first T//2 - 1 pairs that are still unmarked (skip i1).
@@ -117,13 +114,17 @@ def adding_problem(rng: np.random.Generator, batch_size: int, T: int, variant: s
     return dict(x=x, y=y.astype(np.float32), lengths=lengths)
 
 
-def adding_solved(pred, y, tol: float = 0.04) -> bool:
-    """Hochreiter & Schmidhuber (1997) criterion: every sequence has ``|pred - y| < tol``."""
-    pred = np.asarray(pred, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+def adding_within(pred, y, tol: float = 0.04):
+    """Per sequence: ``|pred - y| < tol`` (the Hochreiter & Schmidhuber 1997 tolerance).
+    NumPy or JAX arrays (the adding task computes it inside its jitted loss)."""
     if pred.shape != y.shape:
         raise ValueError(f"pred shape {pred.shape} does not match y shape {y.shape}")
-    return bool(np.all(np.abs(pred - y) < tol))
+    return jnp.abs(pred - y) < tol
+
+
+def adding_solved(pred, y, tol: float = 0.04) -> bool:
+    """Hochreiter & Schmidhuber (1997) criterion: every sequence has ``|pred - y| < tol``."""
+    return bool(jnp.all(adding_within(np.asarray(pred), np.asarray(y), tol)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,10 +142,10 @@ def copy_memory(rng: np.random.Generator, batch_size: int, T: int, n_symbols: in
     Returns ``dict(x=int32 [B, L], y=int32 [B, L])``.
     """
     rng = _check_rng(rng)
-    B = _check_positive_int("batch_size", batch_size)
-    T = _check_positive_int("T", T)
-    n_symbols = _check_positive_int("n_symbols", n_symbols)
-    copy_len = _check_positive_int("copy_len", copy_len)
+    B = check_int("batch_size", batch_size)
+    T = check_int("T", T)
+    n_symbols = check_int("n_symbols", n_symbols)
+    copy_len = check_int("copy_len", copy_len)
     L = T + 2 * copy_len
     seq = rng.integers(1, n_symbols + 1, size=(B, copy_len))
     x = np.zeros((B, L), dtype=np.int32)
@@ -159,9 +160,9 @@ def copy_memory_baseline(T: int, n_symbols: int = 8, copy_len: int = 10) -> floa
     """Cross-entropy (nats/step) of the memoryless strategy of Arjovsky et al. (2016):
     blanks predicted perfectly, each of the ``copy_len`` symbols at chance:
     ``copy_len * ln(n_symbols) / (T + 2*copy_len)``."""
-    T = _check_positive_int("T", T)
-    n_symbols = _check_positive_int("n_symbols", n_symbols)
-    copy_len = _check_positive_int("copy_len", copy_len)
+    T = check_int("T", T)
+    n_symbols = check_int("n_symbols", n_symbols)
+    copy_len = check_int("copy_len", copy_len)
     return copy_len * math.log(n_symbols) / (T + 2 * copy_len)
 
 
@@ -189,7 +190,7 @@ def temporal_order(rng: np.random.Generator, batch_size: int, variant: str = "6a
     padding), y=[B] int32 class, lengths=[B] int32, positions=[B, 2 or 3] int32)``.
     """
     rng = _check_rng(rng)
-    B = _check_positive_int("batch_size", batch_size)
+    B = check_int("batch_size", batch_size)
     if variant not in _TO_RANGES:
         raise ValueError(f"unknown temporal-order variant {variant!r}; "
                          f"valid: {tuple(_TO_RANGES)}")
@@ -207,7 +208,7 @@ def temporal_order(rng: np.random.Generator, batch_size: int, variant: str = "6a
         ids[rows, positions[:, j]] = sym["X"] + bits[:, j]
     y = (bits * (1 << np.arange(len(ranges))[::-1])).sum(axis=1)
     x = np.eye(len(TEMPORAL_ORDER_SYMBOLS), dtype=np.float32)[ids]
-    x[np.arange(L)[None, :] >= lengths[:, None]] = 0.0
+    x[~step_mask(lengths, L)] = 0.0
     return dict(x=x, y=y.astype(np.int32), lengths=lengths, positions=positions.astype(np.int32))
 
 
@@ -310,17 +311,6 @@ def embedded_reber_next_sets(string: str, continual: bool = False) -> np.ndarray
     return out
 
 
-def embedded_reber_accepts(string: str) -> bool:
-    """Whether ``string`` is exactly one embedded Reber string (symbols outside BTSXPVE: False)."""
-    if not isinstance(string, str) or set(string) - set(REBER_SYMBOLS):
-        return False
-    try:
-        _erg_next_symbol_sets(string, continual=False)
-    except ValueError:
-        return False
-    return True
-
-
 def encode_reber(string: str) -> np.ndarray:
     """One-hot ``[L, 7]`` float32 encoding of a string over :data:`REBER_SYMBOLS`."""
     _check_string(string)
@@ -337,7 +327,7 @@ def continual_reber_stream(rng: np.random.Generator, n_symbols: int):
     ``dict(x=[n, 7] float32 one-hot, y=[n, 7] float32 multi-hot, string=str)``.
     """
     rng = _check_rng(rng)
-    n = _check_positive_int("n_symbols", n_symbols)
+    n = check_int("n_symbols", n_symbols)
     parts, total = [], 0
     while total < n:
         parts.append(embedded_reber_string(rng))
@@ -353,14 +343,12 @@ def first_error_index(pred_probs, targets, threshold: float = 0.5):
     CERG evaluation of Gers et al. (2000): a stream "ends at the first error", an error being any
     output unit on the wrong side of ``threshold`` (unit on iff ``pred > threshold``; target on
     iff ``target > 0.5``). Time is the second-to-last axis (``[..., n, 7]``). Returns ``n``
-    where there is no error (an int for a single stream, an int array for leading batch axes).
+    where there is no error, as an int array of the leading shape. NumPy or JAX arrays: the
+    Reber tasks call it in their jitted losses on logits with ``threshold=0``.
     """
-    pred = np.asarray(pred_probs)
-    tgt = np.asarray(targets)
-    if pred.shape != tgt.shape or pred.ndim < 2:
-        raise ValueError(f"pred_probs {pred.shape} and targets {tgt.shape} must have the same "
-                         f"shape [..., n, units]")
-    wrong = np.any((pred > threshold) != (tgt > 0.5), axis=-1)
+    if pred_probs.shape != targets.shape or pred_probs.ndim < 2:
+        raise ValueError(f"pred_probs {pred_probs.shape} and targets {targets.shape} must have "
+                         f"the same shape [..., n, units]")
+    wrong = jnp.any((pred_probs > threshold) != (targets > 0.5), axis=-1)
     n = wrong.shape[-1]
-    idx = np.where(wrong.any(axis=-1), np.argmax(wrong, axis=-1), n)
-    return int(idx) if idx.ndim == 0 else idx.astype(np.int64)
+    return jnp.where(wrong.any(axis=-1), jnp.argmax(wrong, axis=-1), n)

@@ -1,4 +1,8 @@
-"""Flax linen wrappers: the whole stack as a module, and any cell as an ``nn.RNNCellBase``."""
+"""Flax linen adapters for users of ``nn.RNN`` and linen models: the whole stack as a module with
+string knobs (:class:`RNNStack`), and any cell as an ``nn.RNNCellBase`` (:class:`FlaxCell`).
+
+The training models do not go through here: they build their Stack in
+:mod:`lstm_research.models.recurrent`, which :class:`RNNStack` shares."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +13,7 @@ import jax
 from lstm_research import cells as cells_lib
 from lstm_research.cells.base import Cell
 from lstm_research.layers import Stack
+from lstm_research.models.recurrent import stack_knobs, stack_layer
 
 
 class RNNStack(nn.Module):
@@ -33,18 +38,13 @@ class RNNStack(nn.Module):
     dtype: Any = None
 
     def make_stack(self) -> Stack:
-        return Stack(cells_lib.get(self.cell, self.hidden_size), num_layers=self.num_layers,
-                     bidirectional=self.bidirectional, dropout=self.dropout,
-                     input_dropout=self.input_dropout, recurrent_dropout=self.recurrent_dropout,
-                     zoneout=self.zoneout, parallel=self.parallel, remat=self.remat)
+        """The Stack: every attribute of this module that names a Stack knob is passed on."""
+        knobs = stack_knobs({k: getattr(self, k) for k in self.__dataclass_fields__})
+        return Stack(cells_lib.get(self.cell, self.hidden_size), **knobs)
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train: bool = False):
-        stack = self.make_stack()
-        params = self.param("stack", lambda key: stack.init(key, xs.shape[-1]))
-        key = self.make_rng("dropout") if train and stack.stochastic else None
-        return stack.apply(params, xs, carries, lengths=lengths, train=train, key=key,
-                           dtype=self.dtype)
+        return stack_layer(self, self.make_stack(), xs, carries, lengths, train, self.dtype)
 
 
 class FlaxCell(nn.RNNCellBase):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_research import cells as cells_lib
+from lstm_research.errors import UserError
 from lstm_research.layers import Stack
 
 
@@ -28,7 +29,7 @@ def _layout(state_dict):
     keys = list(state_dict)
     layers = {int(m.group(1)) for k in keys if (m := re.match(r"weight_ih_l(\d+)$", k))}
     if not layers:
-        raise ValueError(f"not a torch.nn.LSTM/GRU state dict: keys {keys[:6]}...")
+        raise UserError(f"not a torch.nn.LSTM/GRU state dict: keys {keys[:6]}...")
     return len(layers), any(k.endswith("_reverse") for k in keys)
 
 
@@ -66,7 +67,7 @@ def lstm_to_torch(params) -> dict:
             p, s = entry[d], f"_l{layer}{sfx}"
             extra = set(p) - {"w_x", "w_h", "b", "w_proj"}
             if extra:
-                raise ValueError(f"only the standard LSTM (cells 'lstm', 'lstmp') maps to "
+                raise UserError(f"only the standard LSTM (cells 'lstm', 'lstmp') maps to "
                                  f"torch.nn.LSTM; these params have no counterpart: {sorted(extra)}")
             sd["weight_ih" + s] = np.asarray(p["w_x"]).T
             sd["weight_hh" + s] = np.asarray(p["w_h"]).T
@@ -106,7 +107,7 @@ def gru_to_torch(params) -> dict:
         for d, sfx in _directions("bwd" in entry):
             p, s = entry[d], f"_l{layer}{sfx}"
             if set(p) != {"w_x", "w_h", "b", "b_hn"}:
-                raise ValueError("only cell 'gru' (reset_after=True) maps to torch.nn.GRU")
+                raise UserError("only cell 'gru' (reset_after=True) maps to torch.nn.GRU")
             H = p["b_hn"].shape[0]
             sd["weight_ih" + s] = np.asarray(p["w_x"]).T
             sd["weight_hh" + s] = np.asarray(p["w_h"]).T
@@ -130,5 +131,5 @@ def stack_from_torch(module) -> tuple[Stack, dict]:
     elif kind == "GRU":
         cell, params = cells_lib.get("gru", module.hidden_size), gru_from_torch(module)
     else:
-        raise ValueError(f"expected torch.nn.LSTM or torch.nn.GRU, got {kind}")
+        raise UserError(f"expected torch.nn.LSTM or torch.nn.GRU, got {kind}")
     return Stack(cell, num_layers=module.num_layers, bidirectional=module.bidirectional), params

@@ -1,35 +1,34 @@
 """Models around the recurrent stack: a language model, a sequence-to-one regressor/classifier
-and a per-step predictor. ``build(config.model, task)`` picks the one the task needs."""
+and a per-step predictor. ``build(config.model, task)`` builds the stack (:mod:`.recurrent`) and
+picks the head the task needs."""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lstm_research.interop.flax import RNNStack
+from lstm_research.errors import UserError
+from lstm_research.models.recurrent import (STACK_KNOBS, StackModule, compute_dtype,
+                                            make_stack)
 
 
-class _WithStack(nn.Module):
-    """A model around ``rnn`` (an :class:`RNNStack`) with ``output_size`` outputs."""
-    rnn: RNNStack
-    output_size: int = 1
-
-
-class LanguageModel(_WithStack):
+class LanguageModel(nn.Module):
     """Embedding -> dropout -> RNN stack (dropout between layers) -> dropout -> softmax, the
     model of Zaremba et al. 2014 (dropout on the non-recurrent connections only). With
     ``tie_embeddings`` the softmax reuses the embedding matrix (Press & Wolf 2017; needs the
     top layer's output size to equal the embedding size)."""
-    embedding_size: int = 0
+    rnn: StackModule
+    output_size: int
+    embedding_size: int
     tie_embeddings: bool = False
 
     @nn.compact
     def __call__(self, tokens, carries=None, lengths=None, train=False):
-        embed = nn.Embed(self.output_size, self.embedding_size or self.rnn.hidden_size,
-                         name="embed")
-        x = nn.Dropout(self.rnn.dropout, deterministic=not train)(embed(tokens))
+        rate = self.rnn.stack.dropout
+        embed = nn.Embed(self.output_size, self.embedding_size, name="embed")
+        x = nn.Dropout(rate, deterministic=not train)(embed(tokens))
         ys, carries = self.rnn(x, carries, lengths, train)
-        ys = nn.Dropout(self.rnn.dropout, deterministic=not train)(ys)
+        ys = nn.Dropout(rate, deterministic=not train)(ys)
         if self.tie_embeddings:
             logits = embed.attend(ys.astype(jnp.float32)) + self.param(
                 "softmax_bias", nn.initializers.zeros, (self.output_size,))
@@ -38,8 +37,10 @@ class LanguageModel(_WithStack):
         return logits, carries
 
 
-class SequenceToOne(_WithStack):
+class SequenceToOne(nn.Module):
     """RNN stack -> the output at each sequence's last real step -> dense."""
+    rnn: StackModule
+    output_size: int
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train=False):
@@ -51,8 +52,10 @@ class SequenceToOne(_WithStack):
         return nn.Dense(self.output_size, name="head")(last.astype(jnp.float32)), carries
 
 
-class PerStep(_WithStack):
+class PerStep(nn.Module):
     """RNN stack -> dense at every step (logits for classes or independent labels)."""
+    rnn: StackModule
+    output_size: int
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train=False):
@@ -62,28 +65,20 @@ class PerStep(_WithStack):
 
 def build(cfg, task) -> nn.Module:
     """The model for ``task`` from ``config.model``."""
-    rnn = RNNStack(cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                   bidirectional=cfg.bidirectional, dropout=cfg.dropout,
-                   input_dropout=cfg.input_dropout, recurrent_dropout=cfg.recurrent_dropout,
-                   zoneout=cfg.zoneout or None, parallel=cfg.parallel, remat=cfg.remat,
-                   dtype={"float32": None, "bfloat16": jnp.bfloat16}[_dtype(cfg.dtype)])
-    rnn.make_stack()  # fail now, with the valid choices, on a bad cell or switch
-    common = dict(rnn=rnn, output_size=task.output_size)
-    if cfg.bidirectional and (task.stateful or task.predicts_next):
-        raise ValueError(f"model.bidirectional=True is not possible for task {task.name!r}: "
-                         "its targets are the next inputs or its state is carried across "
-                         "batches, and a backward layer would see the future")
+    stack = make_stack(cfg)  # fails now, with the valid choices, on a bad cell or switch
+    rnn = StackModule(stack, dtype=compute_dtype(cfg.dtype))
+    if stack.bidirectional and (task.stateful or task.predicts_next):
+        raise UserError(f"model.bidirectional=True is not possible for task {task.name!r}: "
+                        "its targets are the next inputs or its state is carried across "
+                        "batches, and a backward layer would see the future")
     if task.head == "lm":
-        return LanguageModel(embedding_size=cfg.embedding_size, tie_embeddings=cfg.tie_embeddings,
-                             **common)
-    return {"seq2one": SequenceToOne, "per_step": PerStep}[task.head](**common)
-
-
-def _dtype(name):
-    if name not in ("float32", "bfloat16"):
-        raise ValueError(f"model.dtype={name!r}; valid: 'float32', 'bfloat16'")
-    return name
+        return LanguageModel(rnn, task.output_size, cfg.embedding_size or cfg.hidden_size,
+                             cfg.tie_embeddings)
+    return {"seq2one": SequenceToOne, "per_step": PerStep}[task.head](rnn, task.output_size)
 
 
 def count_params(params) -> int:
     return int(sum(p.size for p in jax.tree.leaves(params)))
+
+
+__all__ = ["LanguageModel", "SequenceToOne", "PerStep", "STACK_KNOBS", "build", "count_params"]

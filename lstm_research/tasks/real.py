@@ -8,7 +8,8 @@ import numpy as np
 import optax
 
 from lstm_research.data import jsb, ptb
-from lstm_research.tasks.base import Task, bernoulli_nll, epoch_stream, step_mask
+from lstm_research.errors import UserError
+from lstm_research.tasks.base import Task, batch_step_mask, bernoulli_nll, epoch_stream, runtime
 
 
 @dataclasses.dataclass
@@ -21,16 +22,33 @@ class PennTreebank(Task):
     ``loss_norm``: "sum_time" (Zaremba: the sum over the unrolled steps of the batch-mean NLL;
     lr 1 depends on it) or "mean_token" (mean NLL per token).
     """
-    data_dir: str | None = None
+    name = "ptb"
+    head, metric = "lm", "perplexity"
+    stateful, token_inputs, predicts_next = True, True, True
+
+    data_dir: str = ""  # "" = the default data dir
     batch_size: int = 20
     bptt: int = 35
     eval_batch_size: int = 20
     loss_norm: str = "sum_time"
-    tokens: dict | None = None
+    tokens: dict | None = runtime()
 
     def __post_init__(self):
         if self.loss_norm not in ("sum_time", "mean_token"):
-            raise ValueError(f"task.loss_norm={self.loss_norm!r}; valid: 'sum_time', 'mean_token'")
+            raise UserError(f"task.loss_norm={self.loss_norm!r}; valid: 'sum_time', 'mean_token'")
+
+    def load(self):
+        self.tokens = ptb.load_ptb(self.data_dir or None)
+
+    @property
+    def input_size(self):
+        return len(self.tokens["vocab"])
+
+    output_size = input_size
+
+    @property
+    def steps_per_epoch(self):
+        return ptb.lm_num_batches(len(self.tokens["train"]), self.batch_size, self.bptt)
 
     def train_batches(self, start_step):
         def epoch(e, start):
@@ -65,16 +83,27 @@ class JSBChorales(Task):
     averaged over the batch: the per-sequence error that a per-sequence SGD learning rate as in
     Greff et al. 2015 multiplies).
     """
-    data_dir: str | None = None
-    seed: int = 0
+    name = "jsb"
+    head, input_size, output_size, metric = "per_step", jsb.N_KEYS, jsb.N_KEYS, "nll"
+    predicts_next = True
+
+    data_dir: str = ""  # "" = the default data dir
     batch_size: int = 1
     eval_batch_size: int = 100
     loss_norm: str = "mean_frame"
-    rolls: dict | None = None
+    seed: int = runtime(0)
+    rolls: dict | None = runtime()
 
     def __post_init__(self):
         if self.loss_norm not in ("mean_frame", "sum_time"):
-            raise ValueError(f"task.loss_norm={self.loss_norm!r}; valid: 'mean_frame', 'sum_time'")
+            raise UserError(f"task.loss_norm={self.loss_norm!r}; valid: 'mean_frame', 'sum_time'")
+
+    def load(self):
+        self.rolls = jsb.load_jsb(self.data_dir or None)
+
+    @property
+    def steps_per_epoch(self):
+        return jsb.jsb_num_batches(len(self.rolls["train"]), self.batch_size)
 
     @staticmethod
     def _shifted(x, lengths):
@@ -94,7 +123,7 @@ class JSBChorales(Task):
             yield self._shifted(x, lengths)
 
     def loss(self, outputs, batch):
-        mask = step_mask(batch, outputs.shape[1])
+        mask = batch_step_mask(batch, outputs.shape[1])
         nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask
         frames = jnp.sum(mask)
         value = (jnp.sum(nll) / frames if self.loss_norm == "mean_frame"

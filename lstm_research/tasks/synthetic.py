@@ -1,16 +1,19 @@
-"""Synthetic long-time-lag tasks generated from a seed (inputs/targets from
-:mod:`lstm_research.data.synthetic`; this module adds batching, losses and metrics)."""
+"""Synthetic long-time-lag tasks generated from a seed (inputs/targets and the papers' success
+criteria from :mod:`lstm_research.data.synthetic`; this module adds batching, losses and
+metrics)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from lstm_research.data import synthetic as gen
-from lstm_research.tasks.base import Task, bernoulli_nll, step_mask
+from lstm_research.data.arrays import pad_batch
+from lstm_research.errors import UserError
+from lstm_research.tasks.base import Task, batch_step_mask, bernoulli_nll, epoch_stream, runtime
 
 _SPLIT_SEED = {"train": 0, "valid": 1, "test": 2}
 
@@ -20,12 +23,13 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 @dataclasses.dataclass
-class _Generated(Task):
-    """Train batch k is drawn from rng(seed, 'train', k); valid/test are fixed sets."""
-    seed: int = 0
+class Generated(Task):
+    """Train batch k is drawn from rng(seed, 'train', k); valid/test are fixed sets of
+    ``eval_size`` sequences."""
     batch_size: int = 50
     eval_size: int = 1000
-    eval_batch_size: int = 500
+    seed: int = runtime(0)
+    eval_batch_size: ClassVar[int] = 500
 
     def make(self, rng, n) -> dict:
         raise NotImplementedError
@@ -45,15 +49,28 @@ class _Generated(Task):
 
 
 @dataclasses.dataclass
-class Adding(_Generated):
+class Adding(Generated):
     """Adding problem: regress the sum of the two marked values (metric: MSE).
 
     ``variant='le'``: Le et al. 2015 (predicting the mean scores MSE 1/6).
     ``variant='hochreiter'``: Hochreiter & Schmidhuber 1997 exp. 4 (target 0.5 + (X1+X2)/4,
     variable lengths; solved when every test sequence has |error| < 0.04).
     """
+    name = "adding"
+    head, input_size, output_size = "seq2one", 2, 1
+    VARIANTS: ClassVar[tuple[str, ...]] = ("le", "hochreiter")
+
     T: int = 100
     variant: str = "le"
+
+    def __post_init__(self):
+        if self.variant not in self.VARIANTS:
+            raise UserError(f"task.variant={self.variant!r}; valid: 'le', 'hochreiter'")
+
+    @property
+    def metric(self):
+        # the 1997 criterion is on the worst sequence: |error| < 0.04 on every one
+        return "mse" if self.variant == "le" else "max_abs_error"
 
     def make(self, rng, n):
         return gen.adding_problem(rng, n, self.T, self.variant)
@@ -61,7 +78,7 @@ class Adding(_Generated):
     def loss(self, outputs, batch):
         err = outputs[:, 0] - batch["y"]
         return jnp.mean(err ** 2), {"se": jnp.sum(err ** 2), "n": err.shape[0],
-                                    "ok": jnp.sum(jnp.abs(err) < 0.04),
+                                    "ok": jnp.sum(gen.adding_within(outputs[:, 0], batch["y"])),
                                     "max_abs": jnp.max(jnp.abs(err))}
 
     def summarize(self, s):
@@ -70,9 +87,12 @@ class Adding(_Generated):
 
 
 @dataclasses.dataclass
-class CopyMemory(_Generated):
+class CopyMemory(Generated):
     """Copy memory (Arjovsky et al. 2016): recall 10 symbols after T blanks. Metric:
     cross-entropy per step in nats (memoryless baseline 10 ln 8 / (T + 20))."""
+    name = "copy"
+    head, input_size, output_size, metric = "per_step", 10, 10, "ce"
+
     T: int = 100
 
     def make(self, rng, n):
@@ -92,10 +112,22 @@ class CopyMemory(_Generated):
 
 
 @dataclasses.dataclass
-class TemporalOrder(_Generated):
+class TemporalOrder(Generated):
     """Temporal order (Hochreiter & Schmidhuber 1997, exp. 6a: 4 classes, 6b: 8 classes).
     Metric: classification error rate on the split."""
+    name = "temporal_order"
+    head, input_size, metric = "seq2one", 8, "error_rate"
+    CLASSES: ClassVar[dict[str, int]] = {"6a": 4, "6b": 8}
+
     variant: str = "6a"
+
+    def __post_init__(self):
+        if self.variant not in self.CLASSES:
+            raise UserError(f"task.variant={self.variant!r}; valid: '6a', '6b'")
+
+    @property
+    def output_size(self):
+        return self.CLASSES[self.variant]
 
     def make(self, rng, n):
         b = gen.temporal_order(rng, n, self.variant)
@@ -110,33 +142,32 @@ class TemporalOrder(_Generated):
         return {"error_rate": s["wrong"] / s["n"], "ce": s["ce"] / s["n"]}
 
 
-def _pad(seqs):
-    T = max(len(s) for s in seqs)
-    out = np.zeros((len(seqs), T) + seqs[0].shape[1:], np.float32)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = s
-    return out, np.array([len(s) for s in seqs], np.int32)
-
-
 @dataclasses.dataclass
-class EmbeddedReber(_Generated):
+class EmbeddedReber(Generated):
     """Embedded Reber grammar (Hochreiter & Schmidhuber 1997, exp. 1): predict the set of
     allowed next symbols at every step. Metric: fraction of strings with any wrong step
-    (outputs thresholded at 0.5)."""
+    (outputs thresholded at 0.5: a string is wrong when its first error comes before its end)."""
+    name = "reber"
+    head, input_size, output_size, metric = "per_step", 7, 7, "string_error"
+    predicts_next = True
+
+    batch_size: int = 20
 
     def make(self, rng, n):
         strings = [gen.embedded_reber_string(rng) for _ in range(n)]
-        x, lengths = _pad([gen.encode_reber(s) for s in strings])
-        y, _ = _pad([gen.embedded_reber_next_sets(s) for s in strings])
+        x, lengths = pad_batch([gen.encode_reber(s) for s in strings])
+        y, _ = pad_batch([gen.embedded_reber_next_sets(s) for s in strings])
         return {"x": x, "y": y, "lengths": lengths}
 
     def loss(self, outputs, batch):
-        mask = step_mask(batch, outputs.shape[1])
+        mask = batch_step_mask(batch, outputs.shape[1])
         nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask
-        wrong_step = jnp.any((outputs > 0) != (batch["y"] > 0.5), -1) & (mask > 0)
+        # logits > 0 is probability > 0.5; an error on a padded step comes after the string
+        first = gen.first_error_index(outputs, batch["y"], threshold=0.0)
+        bad = first < batch["lengths"]
         return jnp.sum(nll) / jnp.sum(mask), {
             "nll": jnp.sum(nll), "frames": jnp.sum(mask),
-            "bad_strings": jnp.sum(jnp.any(wrong_step, -1)), "n": outputs.shape[0]}
+            "bad_strings": jnp.sum(bad), "n": outputs.shape[0]}
 
     def summarize(self, s):
         return {"string_error": s["bad_strings"] / s["n"], "nll": s["nll"] / s["frames"]}
@@ -150,15 +181,18 @@ class ContinualReber(Task):
     chunks of fresh streams). Test: ``eval_size`` streams of ``eval_length`` symbols; a stream
     "ends at the first error" (any output unit on the wrong side of 0.5). Metrics: mean number
     of symbols before the first error and the fraction of streams without error."""
-    seed: int = 0
+    name = "continual_reber"
+    head, input_size, output_size, metric = "per_step", 7, 7, "symbols_to_error"
+    lower_is_better, stateful, predicts_next = False, True, True
+
     batch_size: int = 1
     bptt: int = 100
+    steps_per_epoch: int = 100
     eval_size: int = 10
     eval_length: int = 100_000
+    seed: int = runtime(0)
 
     def train_batches(self, start_step):
-        from lstm_research.tasks.base import epoch_stream
-
         def epoch(e, start):
             rng = _rng(self.seed, "train", e)
             n = self.steps_per_epoch * self.bptt
@@ -177,12 +211,11 @@ class ContinualReber(Task):
 
     def loss(self, outputs, batch):
         nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1)
-        wrong = jnp.any((outputs > 0) != (batch["y"] > 0.5), -1)  # [B, T]
-        T = wrong.shape[1]
-        first = jnp.where(jnp.any(wrong, -1), jnp.argmax(wrong, -1), T)
+        T = outputs.shape[1]
+        first = gen.first_error_index(outputs, batch["y"], threshold=0.0)  # logits > 0: p > 0.5
         return jnp.mean(nll), {"nll": jnp.sum(nll), "frames": nll.size,
                                "symbols": jnp.sum(first), "solved": jnp.sum(first == T),
-                               "n": wrong.shape[0]}
+                               "n": first.shape[0]}
 
     def summarize(self, s):
         return {"symbols_to_error": s["symbols"] / s["n"], "solved_frac": s["solved"] / s["n"],

@@ -1,4 +1,15 @@
-"""Training: config defaults, optimizers and schedules, the loop, checkpoints, reporting."""
+"""Training: config defaults, optimizers and schedules, the loop, checkpoints, reporting.
+
+One-way layout, lowest first:
+
+* :mod:`.config` (defaults), :mod:`.optim`, :mod:`.parallel` (mesh, sharding, global batch);
+* run pieces shared by both trainers: :mod:`.workdir` (run directory checks),
+  :mod:`.batches` (time padding), :mod:`.results` (eval sums, ``result.json``, summary line),
+  :mod:`.steps` (task at the global batch, model forward pass, train/eval steps, init state),
+  and :mod:`.checkpoint`, :mod:`.reporting`;
+* :mod:`.vmap` (``VmapTrainer``: K trials in one program) and :mod:`.loop` (``Trainer``, and
+  ``train_and_evaluate``, which dispatches to one of them).
+"""
 from lstm_research.training.config import base_config
 from lstm_research.training.loop import Trainer, train_and_evaluate
 

@@ -9,80 +9,28 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from absl import logging
 
-from lstm_research import models, tasks
-from lstm_research.training import optim, parallel
+from lstm_research import models
+from lstm_research.training import optim, parallel, steps
+from lstm_research.training.batches import pad_time
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.reporting import Reporter
+from lstm_research.training.results import merge_eval_sums, run_result, summary_line
+from lstm_research.training.workdir import WorkdirMismatch, prepare_workdir
 
-TIME_BUCKET = 32  # variable-length batches are padded to a multiple of this (fewer recompiles)
+__all__ = ["NonFiniteLoss", "Trainer", "WorkdirMismatch", "prepare_workdir", "summary_line",
+           "train_and_evaluate"]
 
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-class WorkdirMismatch(RuntimeError):
-    pass
-
-
-def pad_time_to(batch: dict, T: int) -> dict:
-    """Zero-pad the time axis of a variable-length batch's ``x`` and per-step ``y`` to ``T``."""
-    t = batch["x"].shape[1]
-    if "lengths" not in batch or t == T:
-        return batch
-    out = dict(batch)
-    for k in ("x", "y"):
-        if batch[k].ndim >= 2 and batch[k].shape[1] == t:
-            pad = [(0, 0)] * batch[k].ndim
-            pad[1] = (0, T - t)
-            out[k] = np.pad(batch[k], pad)
-    return out
-
-
-def _pad_time(batch: dict) -> dict:
-    """Pad variable-length batches along time to a multiple of TIME_BUCKET."""
-    T = batch["x"].shape[1]
-    return pad_time_to(batch, T + (-T % TIME_BUCKET))
-
-
-def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:
-    """Refuse a workdir that holds a run of a different config, unless ``overwrite``."""
-    saved = workdir / "config.json"
-    current = json.loads(config.to_json_best_effort())
-    if saved.exists():
-        old = json.loads(saved.read_text())
-        if old != current:
-            if not overwrite:
-                diff = sorted(_diff(old, current))
-                raise WorkdirMismatch(
-                    f"workdir {workdir} holds a run of a different config (differs in: "
-                    f"{', '.join(diff[:10])}); use another --workdir, or --overwrite to "
-                    "discard that run")
-            shutil.rmtree(workdir)
-    elif overwrite and workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(current, indent=2, sort_keys=True))
-
-
-def _diff(a, b, prefix=""):
-    keys = set(a) | set(b) if isinstance(a, dict) and isinstance(b, dict) else set()
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            yield from _diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            yield f"{prefix}{k}"
 
 
 class Trainer:
@@ -92,80 +40,29 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         if self.is_main:
             prepare_workdir(config, self.workdir, overwrite)
-        self.task = tasks.build(config.task, config.seed)
         self.mesh = parallel.make_mesh(config.parallel.model_axis)
-        if hasattr(self.task, "batch_size"):
-            self.task.batch_size = parallel.global_batch_size(
-                self.task.batch_size, config.parallel, self.mesh)
+        self.task = steps.build_task(config, self.mesh)
         self.model = models.build(config.model, self.task)
-        tc = config.train
-        spe = self.task.steps_per_epoch
-        if tc.epochs and not spe:
-            raise ValueError(f"train.epochs is set but task {self.task.name!r} has no epochs; "
-                             "use train.steps")
-        self.total_steps = tc.epochs * spe if tc.epochs else tc.steps
-        self.eval_every = tc.eval_every or spe or max(self.total_steps // 10, 1)
-        self.tx = optim.build_optimizer(tc)
+        self.total_steps, self.eval_every = steps.run_length(config.train, self.task)
+        self.tx = optim.build_optimizer(config.train)
         self.progress = progress
         self._stop_requested = False
         self._compile()
 
-    # --- pure functions, jit-compiled -----------------------------------------------------
-    def _apply(self, params, batch, carries, train, key):
-        x = batch["x"]
-        if train and self.config.train.input_noise and not self.task.token_inputs:
-            x = x + self.config.train.input_noise * jax.random.normal(
-                jax.random.fold_in(key, 1), x.shape, x.dtype)
-        return self.model.apply({"params": params}, x, carries, batch.get("lengths"),
-                                train=train, rngs={"dropout": key} if train else None)
-
     def _compile(self):
-        task = self.task
-
-        def train_step(params, opt_state, batch, carries, key, lr):
-            def loss_fn(p):
-                out, new_carries = self._apply(p, batch, carries, True, key)
-                loss, _ = task.loss(out, batch)
-                return loss, new_carries
-            (loss, new_carries), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            opt_state = optim.set_learning_rate(opt_state, lr)
-            updates, opt_state = self.tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            carries_out = jax.lax.stop_gradient(new_carries) if task.stateful else None
-            return params, opt_state, carries_out, {"loss": loss,
-                                                    "grad_norm": optax.tree.norm(grads)}
-
-        def eval_step(params, batch, carries):
-            out, new_carries = self._apply(params, batch, carries, False, None)
-            _, sums = task.loss(out, batch)
-            return sums, (new_carries if task.stateful else None)
-
-        self.train_step_fn, self.eval_step_fn = train_step, eval_step
-        self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
-        self.eval_step = jax.jit(eval_step)
+        self.apply = steps.make_apply(self.model, self.task, self.config.train.input_noise)
+        self.train_step_fn, self.eval_step_fn = steps.make_steps(self.apply, self.task, self.tx)
+        self.train_step = jax.jit(self.train_step_fn, donate_argnums=(0, 1))
+        self.eval_step = jax.jit(self.eval_step_fn)
 
     def zero_carries(self, params, batch):
-        if not self.task.stateful:
-            return None
-        shapes = jax.eval_shape(lambda p, b: self._apply(p, b, None, False, None)[1], params, batch)
-        return parallel.shard_batch(self.mesh, jax.tree.map(
-            lambda s: np.zeros(s.shape, s.dtype), shapes))
+        return steps.zero_carries(self.apply, self.task, self.mesh, params, batch)
 
     # --- state ----------------------------------------------------------------------------
     def init_state(self):
-        key = jax.random.key(self.config.seed)
-        k_init, k_reinit = jax.random.split(key)
-        batch = _pad_time(next(iter(self.task.train_batches(0))))
-        batch.pop("reset", None)
-        variables = self.model.init(k_init, batch["x"], None, batch.get("lengths"))
-        params = optim.initialize(self.config.train, variables["params"], k_reinit)
-        params = parallel.shard_params(self.mesh, params)
-        opt_state = parallel.shard_params(self.mesh, self.tx.init(params))
-        carries = self.zero_carries(params, parallel.shard_batch(self.mesh, batch))
-        arrays = {"params": params, "opt_state": opt_state, "carries": carries}
-        meta = {"step": 0, "best_step": -1, "best": None, "best_valid": None, "bad_evals": 0,
-                "plateau_scale": 1.0, "plateau_bad": 0, "wall_time": 0.0, "stopped": None}
-        return arrays, meta
+        arrays = steps.init_arrays(self.config, self.task, self.model, self.tx, self.mesh,
+                                   self.apply)
+        return arrays, steps.initial_meta()
 
     def _is_better(self, value, best):
         if best is None:
@@ -176,15 +73,13 @@ class Trainer:
     def evaluate(self, params, split):
         sums, carries = None, None
         for batch in self.task.eval_batches(split):
-            batch = _pad_time(batch)
+            batch = pad_time(batch)
             reset = bool(batch.pop("reset", carries is None))
             batch = parallel.shard_batch(self.mesh, batch) if self._divisible(batch) else batch
             if self.task.stateful and (reset or carries is None):
                 carries = self.zero_carries(params, batch)
             s, carries = self.eval_step(params, batch, carries)
-            s = jax.device_get(s)
-            sums = s if sums is None else {
-                k: (max(sums[k], s[k]) if k.startswith("max") else sums[k] + s[k]) for k in s}
+            sums = merge_eval_sums(sums, jax.device_get(s))
         return {k: float(v) for k, v in self.task.summarize(sums).items()}
 
     def _divisible(self, batch):
@@ -239,7 +134,7 @@ class Trainer:
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]
-            batch = _pad_time(next(batches))
+            batch = pad_time(next(batches))
             reset = bool(batch.pop("reset", False))
             batch = parallel.shard_batch(self.mesh, batch)
             if task.stateful and reset:
@@ -298,25 +193,14 @@ class Trainer:
         params = best[0]["params"] if best else arrays["params"]
         test = self.evaluate(params, "test")
         wall = meta["wall_time"] + time.time() - self._segment_start
-        result = {"status": "done", "task": self.task.name, "metric": self.task.metric,
-                  "lower_is_better": self.task.lower_is_better,
-                  "valid": meta["best_valid"], "test": test, "best_step": meta["best_step"],
-                  "steps": meta["step"], "stopped": meta["stopped"] or "all steps done",
-                  "wall_time": round(wall, 2), "num_params": n_params,
-                  "devices": jax.device_count(), "platform": jax.devices()[0].platform,
-                  "config": json.loads(self.config.to_json_best_effort())}
+        result = run_result(self.config, self.task, valid=meta["best_valid"], test=test,
+                            best_step=meta["best_step"], steps=meta["step"],
+                            stopped=meta["stopped"] or "all steps done",
+                            wall_time=round(wall, 2), num_params=n_params)
         if self.is_main:
             (self.workdir / "result.json").write_text(json.dumps(result, indent=2))
             print(summary_line(result))
         return result
-
-
-def summary_line(r: dict) -> str:
-    m = r["metric"]
-    valid = r["valid"][m] if r.get("valid") else float("nan")
-    return (f"{r['task']}: test {m} {r['test'][m]:.4g} | valid {m} {valid:.4g} "
-            f"(best at step {r['best_step']}) | {r['steps']} steps, {r['wall_time']:.0f} s, "
-            f"{r['num_params']:,} params | {r['stopped']}")
 
 
 def train_and_evaluate(config, workdir, overwrite=False, progress=True) -> dict:

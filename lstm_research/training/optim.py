@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lstm_research.errors import UserError
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop")
 SCHEDULES = ("constant", "zaremba", "plateau", "cosine")
 INITS = ("default", "uniform", "glorot")
@@ -17,7 +19,7 @@ def build_optimizer(cfg) -> optax.GradientTransformation:
     (the loop sets it every step from the schedule, so it lives in the optimizer state)."""
     name = cfg.optimizer
     if name not in OPTIMIZERS:
-        raise ValueError(f"train.optimizer={name!r}; valid: {', '.join(OPTIMIZERS)}")
+        raise UserError(f"train.optimizer={name!r}; valid: {', '.join(OPTIMIZERS)}")
 
     def make(learning_rate):
         if name == "sgd":
@@ -56,10 +58,10 @@ def learning_rate(cfg, step: int, steps_per_epoch: int | None, total_steps: int,
     """
     name = cfg.schedule
     if name not in SCHEDULES:
-        raise ValueError(f"train.schedule={name!r}; valid: {', '.join(SCHEDULES)}")
+        raise UserError(f"train.schedule={name!r}; valid: {', '.join(SCHEDULES)}")
     if name == "zaremba":
         if not steps_per_epoch:
-            raise ValueError("train.schedule='zaremba' needs an epoch-based task (ptb, jsb)")
+            raise UserError("train.schedule='zaremba' needs an epoch-based task (ptb, jsb)")
         epoch = step // steps_per_epoch
         return cfg.lr / cfg.decay_factor ** max(0, epoch + 1 - cfg.decay_after_epochs)
     if name == "plateau":
@@ -75,7 +77,7 @@ def initialize(cfg, params, key):
     matrix and keeps vectors (biases, peepholes, norms); 'default' keeps each cell's own init (Glorot inputs,
     orthogonal recurrent weights, forget bias from the cell's ``forget_bias``)."""
     if cfg.init not in INITS:
-        raise ValueError(f"train.init={cfg.init!r}; valid: {', '.join(INITS)}")
+        raise UserError(f"train.init={cfg.init!r}; valid: {', '.join(INITS)}")
     if cfg.init == "default":
         return params
     leaves, treedef = jax.tree.flatten(params)

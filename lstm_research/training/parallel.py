@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lstm_research.errors import UserError
+
 
 def initialize_distributed(cfg) -> None:
     """Multi-host: call ``jax.distributed.initialize`` when a coordinator address is given."""
@@ -22,7 +24,7 @@ def initialize_distributed(cfg) -> None:
 def make_mesh(model_axis: int = 1) -> Mesh:
     devices = np.array(jax.devices())
     if devices.size % model_axis:
-        raise ValueError(f"parallel.model_axis={model_axis} does not divide the "
+        raise UserError(f"parallel.model_axis={model_axis} does not divide the "
                          f"{devices.size} devices")
     return Mesh(devices.reshape(-1, model_axis), ("data", "model"))
 
@@ -32,7 +34,7 @@ def global_batch_size(task_batch: int, cfg, mesh: Mesh) -> int:
     n = mesh.shape["data"]
     batch = cfg.batch_per_device * n if cfg.batch_per_device else task_batch
     if batch % n:
-        raise ValueError(f"the global batch size {batch} is not divisible by the {n} devices of "
+        raise UserError(f"the global batch size {batch} is not divisible by the {n} devices of "
                          f"the mesh's data axis; choose a multiple of {n} (or set "
                          "parallel.batch_per_device)")
     return batch

@@ -23,21 +23,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_research import models
-from lstm_research.training import optim, parallel
+from lstm_research.errors import UserError
+from lstm_research.training import optim, parallel, steps
+from lstm_research.training.batches import pad_time, pad_to_longest
 from lstm_research.training.checkpoint import Checkpoints
-from lstm_research.training.loop import (Trainer, _pad_time, pad_time_to, prepare_workdir,
-                                         summary_line)
 from lstm_research.training.reporting import Reporter
+from lstm_research.training.results import merge_eval_sums, run_result, summary_line
+from lstm_research.training.workdir import prepare_workdir
 
 
 def trial_configs(config):
     tc = config.train
     lrs = [float(v) for v in str(tc.vmap_lrs).split(",") if v.strip()]
     if tc.patience or tc.target is not None:
-        raise ValueError("train.patience and train.target stop trials at different steps; "
+        raise UserError("train.patience and train.target stop trials at different steps; "
                          "they cannot be used with vmap trials")
     if tc.schedule == "plateau":
-        raise ValueError("train.schedule='plateau' depends on each trial's validation history; "
+        raise UserError("train.schedule='plateau' depends on each trial's validation history; "
                          "it cannot be used with vmap trials")
     out = []
     for k in range(len(lrs) or tc.vmap_trials):
@@ -56,10 +58,13 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _pad_to(batches):
-    """Pad each batch of a list to the longest time dimension among them."""
-    T = max(b["x"].shape[1] for b in batches)
-    return [pad_time_to(b, T) for b in batches]
+class _Trial:
+    """One trial's own pieces: its config, workdir and task (the data stream of its seed)."""
+
+    def __init__(self, config, workdir, mesh, overwrite):
+        self.config, self.workdir = config, workdir
+        prepare_workdir(config, workdir, overwrite)
+        self.task = steps.build_task(config, mesh)
 
 
 class VmapTrainer:
@@ -67,25 +72,31 @@ class VmapTrainer:
         self.workdir = Path(workdir)
         prepare_workdir(config, self.workdir, overwrite)
         self.configs = trial_configs(config)
-        self.trainers = [Trainer(c, self.workdir / f"trial_{k}", overwrite, progress=False)
-                         for k, c in enumerate(self.configs)]
-        t0 = self.trainers[0]
-        self.task, self.total_steps, self.eval_every = t0.task, t0.total_steps, t0.eval_every
+        parallel.initialize_distributed(config.parallel)
+        self.mesh = parallel.make_mesh(config.parallel.model_axis)
+        self.trials = [_Trial(c, self.workdir / f"trial_{k}", self.mesh, overwrite)
+                       for k, c in enumerate(self.configs)]
+        c0, self.task = self.configs[0], self.trials[0].task
+        self.model = models.build(c0.model, self.task)
+        self.total_steps, self.eval_every = steps.run_length(c0.train, self.task)
+        self.tx = optim.build_optimizer(c0.train)
         self.progress = progress
-        self.train_step = jax.jit(jax.vmap(t0.train_step_fn))
-        self.eval_step = jax.jit(jax.vmap(t0.eval_step_fn))
+        self.apply = steps.make_apply(self.model, self.task, c0.train.input_noise)
+        train_step, eval_step = steps.make_steps(self.apply, self.task, self.tx)
+        self.train_step = jax.jit(jax.vmap(train_step))
+        self.eval_step = jax.jit(jax.vmap(eval_step))
 
     def _zero_carries(self, params, batch):
-        t0 = self.trainers[0]
         if not self.task.stateful:
             return None
         one = jax.tree.map(lambda x: x[0], (params, batch))
-        return _stack([t0.zero_carries(*one)] * len(self.trainers))
+        return _stack([steps.zero_carries(self.apply, self.task, self.mesh, *one)]
+                      * len(self.trials))
 
     def evaluate(self, params, split):
         sums, carries = None, None
-        for batches in zip(*(t.task.eval_batches(split) for t in self.trainers)):
-            batches = _pad_to([_pad_time(b) for b in batches])
+        for batches in zip(*(t.task.eval_batches(split) for t in self.trials)):
+            batches = pad_to_longest([pad_time(b) for b in batches])
             reset = bool(batches[0].pop("reset", carries is None))
             for b in batches[1:]:
                 b.pop("reset", None)
@@ -93,20 +104,15 @@ class VmapTrainer:
             if self.task.stateful and (reset or carries is None):
                 carries = self._zero_carries(params, batch)
             s, carries = self.eval_step(params, batch, carries)
-            s = jax.device_get(s)
-            sums = s if sums is None else {
-                k: (np.maximum(sums[k], s[k]) if k.startswith("max") else sums[k] + s[k])
-                for k in s}
+            sums = merge_eval_sums(sums, jax.device_get(s))
         return [{k: float(v) for k, v in self.task.summarize(
             {name: val[i] for name, val in sums.items()}).items()}
-            for i in range(len(self.trainers))]
+            for i in range(len(self.trials))]
 
     def run(self) -> list[dict]:
-        K = len(self.trainers)
-        t0 = self.trainers[0]
-        start = time.time()
-        states = [t.init_state() for t in self.trainers]
-        arrays = _stack([s[0] for s in states])
+        K = len(self.trials)
+        arrays = _stack([steps.init_arrays(t.config, t.task, self.model, self.tx, self.mesh,
+                                           self.apply) for t in self.trials])
         arrays["best_params"] = arrays["params"]
         meta = {"step": 0, "best": [None] * K, "best_step": [-1] * K, "best_valid": [None] * K,
                 "wall_time": 0.0}
@@ -116,13 +122,13 @@ class VmapTrainer:
             arrays, meta = restored
         reporter = Reporter(self.workdir, True, resume_step=meta["step"])
         reporter.start(self.total_steps, meta["step"], self.progress)
-        streams = [t.task.train_batches(meta["step"]) for t in self.trainers]
+        streams = [t.task.train_batches(meta["step"]) for t in self.trials]
         keys = [jax.random.key(c.seed + 1) for c in self.configs]
         seg = time.time()
         try:
             while meta["step"] < self.total_steps:
                 step = meta["step"]
-                batches = _pad_to([_pad_time(next(s)) for s in streams])
+                batches = pad_to_longest([pad_time(next(s)) for s in streams])
                 reset = bool(batches[0].pop("reset", False))
                 for b in batches[1:]:
                     b.pop("reset", None)
@@ -173,14 +179,12 @@ class VmapTrainer:
         wall = meta["wall_time"] + time.time() - seg
         n_params = models.count_params(jax.tree.map(lambda x: x[0], arrays["params"]))
         out = []
-        for k, (c, t) in enumerate(zip(self.configs, self.trainers)):
-            r = {"status": "done", "task": self.task.name, "metric": self.task.metric,
-                 "lower_is_better": self.task.lower_is_better, "valid": meta["best_valid"][k],
-                 "test": tests[k], "best_step": meta["best_step"][k], "steps": meta["step"],
-                 "stopped": "all steps done", "wall_time": round(wall / len(self.configs), 2),
-                 "num_params": n_params, "vmap_trials": len(self.configs),
-                 "devices": jax.device_count(), "platform": jax.devices()[0].platform,
-                 "config": json.loads(c.to_json_best_effort())}
+        for k, t in enumerate(self.trials):
+            r = run_result(t.config, self.task, valid=meta["best_valid"][k], test=tests[k],
+                           best_step=meta["best_step"][k], steps=meta["step"],
+                           stopped="all steps done",
+                           wall_time=round(wall / len(self.configs), 2), num_params=n_params,
+                           vmap_trials=len(self.configs))
             (t.workdir / "result.json").write_text(json.dumps(r, indent=2))
             print(f"trial {k}: " + summary_line(r))
             out.append(r)

@@ -1,0 +1,36 @@
+"""Host-side batch shaping shared by the trainers: padding variable-length batches along time.
+
+Variable-length batches (those with ``lengths``) are zero-padded to a multiple of
+:data:`TIME_BUCKET` steps, so that a run compiles a few shapes rather than one per length.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TIME_BUCKET = 32  # variable-length batches are padded to a multiple of this (fewer recompiles)
+
+
+def pad_time_to(batch: dict, T: int) -> dict:
+    """Zero-pad the time axis of a variable-length batch's ``x`` and per-step ``y`` to ``T``."""
+    t = batch["x"].shape[1]
+    if "lengths" not in batch or t == T:
+        return batch
+    out = dict(batch)
+    for k in ("x", "y"):
+        if batch[k].ndim >= 2 and batch[k].shape[1] == t:
+            pad = [(0, 0)] * batch[k].ndim
+            pad[1] = (0, T - t)
+            out[k] = np.pad(batch[k], pad)
+    return out
+
+
+def pad_time(batch: dict) -> dict:
+    """Pad a variable-length batch along time to a multiple of :data:`TIME_BUCKET`."""
+    T = batch["x"].shape[1]
+    return pad_time_to(batch, T + (-T % TIME_BUCKET))
+
+
+def pad_to_longest(batches: list[dict]) -> list[dict]:
+    """Pad each batch of a list to the longest time dimension among them."""
+    T = max(b["x"].shape[1] for b in batches)
+    return [pad_time_to(b, T) for b in batches]

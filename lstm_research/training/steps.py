@@ -1,0 +1,104 @@
+"""One run's pieces as functions of its config: the task (at the global batch size), the length of
+training, the model's forward pass, the train and eval steps, and the initial state.
+
+Both trainers build on these: :class:`~lstm_research.training.loop.Trainer` jit-compiles the
+steps for one run, :class:`~lstm_research.training.vmap.VmapTrainer` vmaps the same steps over
+K trials. Everything here is pure or builds pure functions.
+"""
+from __future__ import annotations
+
+import copy
+
+import jax
+import numpy as np
+import optax
+
+from lstm_research import tasks
+from lstm_research.errors import UserError
+from lstm_research.training import optim, parallel
+from lstm_research.training.batches import pad_time
+
+
+def build_task(config, mesh) -> tasks.Task:
+    """The task of ``config.task`` with its batch size settled to the global batch
+    (``parallel.batch_per_device`` x data-parallel devices, when set) before it is built."""
+    cfg = config.task
+    if "batch_size" in cfg:
+        cfg = copy.deepcopy(cfg)
+        cfg.batch_size = parallel.global_batch_size(cfg.batch_size, config.parallel, mesh)
+    return tasks.build(cfg, config.seed)
+
+
+def run_length(train_config, task) -> tuple[int, int]:
+    """``(total_steps, eval_every)`` from ``config.train`` and the task's epoch length."""
+    tc, spe = train_config, task.steps_per_epoch
+    if tc.epochs and not spe:
+        raise UserError(f"train.epochs is set but task {task.name!r} has no epochs; "
+                        "use train.steps")
+    total_steps = tc.epochs * spe if tc.epochs else tc.steps
+    return total_steps, tc.eval_every or spe or max(total_steps // 10, 1)
+
+
+def make_apply(model, task, input_noise: float):
+    """``apply(params, batch, carries, train, key) -> (outputs, carries)``: the model's forward
+    pass, with Gaussian input noise in training when ``input_noise`` is set."""
+    def apply(params, batch, carries, train, key):
+        x = batch["x"]
+        if train and input_noise and not task.token_inputs:
+            x = x + input_noise * jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
+        return model.apply({"params": params}, x, carries, batch.get("lengths"),
+                           train=train, rngs={"dropout": key} if train else None)
+    return apply
+
+
+def make_steps(apply, task, tx):
+    """The (unjitted) ``train_step(params, opt_state, batch, carries, key, lr)`` and
+    ``eval_step(params, batch, carries)``."""
+    def train_step(params, opt_state, batch, carries, key, lr):
+        def loss_fn(p):
+            out, new_carries = apply(p, batch, carries, True, key)
+            loss, _ = task.loss(out, batch)
+            return loss, new_carries
+        (loss, new_carries), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        opt_state = optim.set_learning_rate(opt_state, lr)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        carries_out = jax.lax.stop_gradient(new_carries) if task.stateful else None
+        return params, opt_state, carries_out, {"loss": loss,
+                                                "grad_norm": optax.tree.norm(grads)}
+
+    def eval_step(params, batch, carries):
+        out, new_carries = apply(params, batch, carries, False, None)
+        _, sums = task.loss(out, batch)
+        return sums, (new_carries if task.stateful else None)
+
+    return train_step, eval_step
+
+
+def zero_carries(apply, task, mesh, params, batch):
+    """Zero recurrent state for ``batch`` (None for tasks that do not carry state)."""
+    if not task.stateful:
+        return None
+    shapes = jax.eval_shape(lambda p, b: apply(p, b, None, False, None)[1], params, batch)
+    return parallel.shard_batch(mesh, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+
+
+def initial_meta() -> dict:
+    """The loop's counters at step 0 (checkpointed next to the arrays)."""
+    return {"step": 0, "best_step": -1, "best": None, "best_valid": None, "bad_evals": 0,
+            "plateau_scale": 1.0, "plateau_bad": 0, "wall_time": 0.0, "stopped": None}
+
+
+def init_arrays(config, task, model, tx, mesh, apply) -> dict:
+    """Initial params (seeded by ``config.seed``), optimizer state and zero carries."""
+    key = jax.random.key(config.seed)
+    k_init, k_reinit = jax.random.split(key)
+    batch = pad_time(next(iter(task.train_batches(0))))
+    batch.pop("reset", None)
+    variables = model.init(k_init, batch["x"], None, batch.get("lengths"))
+    params = optim.initialize(config.train, variables["params"], k_reinit)
+    params = parallel.shard_params(mesh, params)
+    opt_state = parallel.shard_params(mesh, tx.init(params))
+    carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
+    return {"params": params, "opt_state": opt_state, "carries": carries}
+

@@ -1,0 +1,34 @@
+"""Shared test helpers: fast XLA compilation for small numeric checks, and small run configs.
+
+Test modules import the helpers (``from conftest import FAST_COMPILE, small_config``); pytest
+puts this folder on ``sys.path``, and so does running ``tests/parallel_worker.py`` as a script.
+"""
+from __future__ import annotations
+
+import jax
+
+from lstm_research.training import base_config
+
+#: compile options for tests of small numeric programs: compile time dominates, not run time
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def fast_jit(f, **kwargs):
+    """``jax.jit`` with :data:`FAST_COMPILE`."""
+    return jax.jit(f, compiler_options=FAST_COMPILE, **kwargs)
+
+
+def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,
+                 hidden_size: int = 8, num_layers: int = 1, dropout: float = 0.0,
+                 lr: float | None = None, **task_kw):
+    """``base_config(task, **task_kw)`` shrunk for tests: a tiny model and a short run."""
+    c = base_config(task, **task_kw)
+    c.model.hidden_size = hidden_size
+    c.model.num_layers = num_layers
+    c.model.dropout = dropout
+    c.train.steps = steps
+    c.train.eval_every = eval_every
+    c.train.log_every = log_every
+    if lr is not None:
+        c.train.lr = lr
+    return c
