@@ -86,6 +86,9 @@ def run(argv=None) -> None:
     parse_criterion(a.solved)
     path = Path(a.results_csv)
     path = path / "results.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: no such file (a sweep writes results.csv when it ends; "
+                        "`python experiments/sweep.py --summarize DIR` writes it at any time)")
     from lstm_research.sweeps.results import read_results_csv
 
     try:

@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summarize(sweep_dir: str, args) -> None:
+    if not (Path(sweep_dir) / "sweep.json").is_file():  # before the (slower) summary imports
+        what = "does not exist" if not Path(sweep_dir).exists() else "has no sweep.json"
+        raise UserError(f"--summarize {sweep_dir}: not a sweep directory, it {what} "
+                        "(pass the --sweep_dir of a sweep that has started)")
     from lstm_research.sweeps.summary import summarize
 
     out = summarize(sweep_dir, group_by=args.group_by, baseline=args.baseline, metric=args.metric,
