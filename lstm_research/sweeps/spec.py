@@ -23,7 +23,7 @@ the same directories.
 Command-line strings (see :func:`spec_from_strings`)::
 
     --grid model.cell=vanilla,nig   --grid seed=0:5        (0:5 -> 0,1,2,3,4; 0:10:2 -> 0,2,4,6,8)
-    --zip a=1,2 --zip b=3,4                                 (all --zip axes form one zipped group)
+    --zip model.num_layers=1,2 --zip model.dropout=0,0.2   (all --zip axes form one zipped group)
     --random train.lr=loguniform(1e-4,1e-2) --trials 20
     --set train.steps=200                                   (fixed override)
 """
