@@ -17,8 +17,10 @@ Run (from the repo root)::
 Fixed overrides: ``--set train.steps=200`` or, equivalently, ``--config.train.steps=200``.
 Re-running the same command resumes: done trials are skipped, unfinished ones relaunched (they resume
 from their checkpoints), failed ones only with --retry_failed. ^C / SIGTERM stops the running trials
-cleanly (SIGTERM, so they checkpoint). Exit status: 0 when every trial is done, 1 if some failed or are
-unfinished, 128+signal when interrupted, 2 on usage errors.
+cleanly (SIGTERM, so they checkpoint). Every key and value of the sweep is checked against the trial
+config before anything is launched or written (``--dry_run`` included). Exit status: 0 when every trial
+is done, 1 if some failed or are unfinished, 128+signal when interrupted, 2 on a user error (one line
+``error: ...`` on stderr).
 """
 
 from __future__ import annotations
@@ -32,11 +34,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from lstm_research.sweeps.spec import SweepSpecError, spec_from_strings  # noqa: E402
+from lstm_research.errors import UserError  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``error: ...`` line (exit status 2)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="experiments/sweep.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
         epilog="See the module docstring (python -c 'help(\"experiments.sweep\")') for examples.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -98,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summarize(sweep_dir: str, args) -> None:
+    if not (Path(sweep_dir) / "sweep.json").is_file():  # before the (slower) summary imports
+        what = "does not exist" if not Path(sweep_dir).exists() else "has no sweep.json"
+        raise UserError(f"--summarize {sweep_dir}: not a sweep directory, it {what} "
+                        "(pass the --sweep_dir of a sweep that has started)")
     from lstm_research.sweeps.summary import summarize
 
     out = summarize(sweep_dir, group_by=args.group_by, baseline=args.baseline, metric=args.metric,
@@ -108,7 +121,22 @@ def _summarize(sweep_dir: str, args) -> None:
         print(f"wrote {p}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _check_args(args) -> None:
+    """Numbers that make no sense, refused before anything runs."""
+    if args.parallel < 1:
+        raise UserError(f"--parallel must be >= 1 (trials at once), got {args.parallel}")
+    if args.kill_timeout < 0:
+        raise UserError(f"--kill_timeout must be >= 0 seconds, got {args.kill_timeout:g}")
+    if args.top is not None and not 0 < args.top <= 1:
+        raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {args.top:g}")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must be a significance level in (0, 1), e.g. 0.05, got {args.alpha:g}")
+    if args.slurm_time < 1:
+        raise UserError(f"--slurm_time must be >= 1 minute, got {args.slurm_time}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The command; a :class:`UserError` leaves it before anything is launched or written."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     fixed = list(args.set)
@@ -118,50 +146,56 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized argument {arg!r} (fixed config overrides: --set KEY=VALUE "
                          "or --config.KEY=VALUE)")
+    _check_args(args)
+    if args.summarize:
+        _summarize(args.summarize, args)
+        return 0
+    if not args.config or not args.sweep_dir:
+        parser.error("--config and --sweep_dir are required to run a sweep (or use --summarize DIR)")
+    from lstm_research.sweeps.check import check_spec
+    from lstm_research.sweeps.spec import spec_from_strings
+
+    spec = spec_from_strings(args.config, grid=args.grid, zip=args.zip, random=args.random,
+                             trials=args.trials, sweep_seed=args.sweep_seed, ablation=args.ablation,
+                             fixed=fixed)
+    if args.dry_run:
+        import shlex
+
+        check_spec(spec, Path(args.cwd).resolve())
+        for t in spec.expand():
+            workdir = os.path.join(args.sweep_dir, t.id)
+            print(t.id + "\n    " + shlex.join(spec.command(t, workdir, python="python", entry=args.entry)))
+        print(f"{len(spec)} trials")
+        return 0
+    from lstm_research.sweeps.scheduler import SubmititOptions, run_sweep
+
+    options = SubmititOptions(partition=args.slurm_partition, time_min=args.slurm_time,
+                              cpus_per_task=args.slurm_cpus, gpus_per_node=args.slurm_gpus,
+                              mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
+                              constraint=args.slurm_constraint,
+                              job_name=f"sweep-{Path(args.sweep_dir).name}")
+    report = run_sweep(spec, args.sweep_dir, parallel=args.parallel, executor=args.executor,
+                       entry=args.entry, python=args.python, cwd=args.cwd,
+                       retry_failed=args.retry_failed, overwrite=args.overwrite,
+                       kill_timeout=args.kill_timeout,
+                       gpus=args.gpus.split(",") if args.gpus else None, submitit_options=options,
+                       progress=not args.no_progress)
+    c = report.counts
+    print(f"sweep {report.sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in c.items() if n))
+    if report.interrupted is not None:
+        print("interrupted; rerun the same command to finish the sweep", file=sys.stderr)
+        return 128 + int(report.interrupted)
+    if not args.no_summary:
+        _summarize(args.sweep_dir, args)
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """:func:`run`, with a user error as one line ``error: ...`` on stderr and exit status 2."""
     try:
-        if args.summarize:
-            _summarize(args.summarize, args)
-            return 0
-        if not args.config or not args.sweep_dir:
-            parser.error("--config and --sweep_dir are required to run a sweep (or use --summarize DIR)")
-        spec = spec_from_strings(args.config, grid=args.grid, zip=args.zip, random=args.random,
-                                 trials=args.trials, sweep_seed=args.sweep_seed, ablation=args.ablation,
-                                 fixed=fixed)
-        if args.dry_run:
-            import shlex
-
-            for t in spec.expand():
-                workdir = os.path.join(args.sweep_dir, t.id)
-                print(t.id + "\n    " + shlex.join(spec.command(t, workdir, python="python", entry=args.entry)))
-            print(f"{len(spec)} trials")
-            return 0
-        from lstm_research.sweeps.runner import SubmititOptions, SweepDirError, run_sweep
-
-        options = SubmititOptions(partition=args.slurm_partition, time_min=args.slurm_time,
-                                  cpus_per_task=args.slurm_cpus, gpus_per_node=args.slurm_gpus,
-                                  mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
-                                  constraint=args.slurm_constraint,
-                                  job_name=f"sweep-{Path(args.sweep_dir).name}")
-        try:
-            report = run_sweep(spec, args.sweep_dir, parallel=args.parallel, executor=args.executor,
-                               entry=args.entry, python=args.python, cwd=args.cwd,
-                               retry_failed=args.retry_failed, overwrite=args.overwrite,
-                               kill_timeout=args.kill_timeout,
-                               gpus=args.gpus.split(",") if args.gpus else None, submitit_options=options,
-                               progress=not args.no_progress)
-        except (SweepDirError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        c = report.counts
-        print(f"sweep {report.sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in c.items() if n))
-        if report.interrupted is not None:
-            print("interrupted; rerun the same command to finish the sweep", file=sys.stderr)
-            return 128 + int(report.interrupted)
-        if not args.no_summary:
-            _summarize(args.sweep_dir, args)
-        return 0 if report.ok else 1
-    except (SweepSpecError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return run(argv)
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lstm_research.sweeps.runner import SweepDirError, _sweep_lock, run_sweep, trial_state
+from lstm_research.errors import UserError
+from lstm_research.sweeps.scheduler import run_sweep
+from lstm_research.sweeps.sweepdir import SweepDirError, sweep_lock, trial_state
 from lstm_research.sweeps.spec import spec_from_strings
 from lstm_research.sweeps.summary import read_results_csv
 
@@ -71,11 +73,24 @@ json.dump({"status": "done", "metric": "nll", "lower_is_better": True, "valid": 
            "resumed_from": start, "config": cfg}, open(res, "w"))
 '''
 
+# The fake trial's config file: the keys a sweep may set (it is checked against them before launch).
+FAKE_CONFIG = '''
+import ml_collections
+
+
+def get_config():
+    return ml_collections.ConfigDict(dict(
+        seed=0,
+        model=dict(cell="vanilla", hidden_size=8),
+        fake=dict(counter="", sleep=0.0, fail_cell="", ignore_term=False),
+    ))
+'''
+
 
 @pytest.fixture
 def env(tmp_path):
     (tmp_path / "fake_trial.py").write_text(FAKE_TRIAL)
-    (tmp_path / "cfg.py").write_text("# a trial config (the fake trial does not read it)\n")
+    (tmp_path / "cfg.py").write_text(FAKE_CONFIG)
     return tmp_path
 
 
@@ -237,10 +252,10 @@ def test_different_spec_is_refused_unless_overwrite_which_reuses_matching_trials
 def test_locked_sweep_dir_and_missing_entry_are_clear_errors(env):
     spec = _spec(env, ["seed=0"])
     (env / "sweep").mkdir()
-    with _sweep_lock(env / "sweep"):
+    with sweep_lock(env / "sweep"):
         with pytest.raises(SweepDirError, match="another sweep process"):
             _run(env, spec)
-    with pytest.raises(FileNotFoundError, match="trial entry point 'run.py' not found"):
+    with pytest.raises(UserError, match="trial entry point 'run.py' not found"):
         run_sweep(spec, env / "sweep", cwd=env, progress=False)
     with pytest.raises(ValueError, match="unknown executor 'pbs'; valid: local, submitit_local, slurm"):
         _run(env, spec, executor="pbs")

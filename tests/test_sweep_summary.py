@@ -6,8 +6,8 @@ import math
 import pytest
 from scipy import stats as sps
 
-from lstm_research.sweeps.runner import prepare_sweep_dir
 from lstm_research.sweeps.spec import spec_from_strings
+from lstm_research.sweeps.sweepdir import prepare_sweep_dir
 from lstm_research.sweeps.summary import (
     describe,
     read_results_csv,

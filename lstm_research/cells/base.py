@@ -154,18 +154,39 @@ def layer_norm(x, scale, bias, eps=1e-5):
 
 
 def parse_switch_value(text: str) -> Any:
-    """'1' -> 1, '0.5' -> 0.5, 'true'/'false' -> bool, 'none' -> None, else the string."""
-    low = text.strip().lower()
+    """Parse one command-line value; the one parser for cell strings and sweep specs.
+
+    ``true``/``false`` (any case) -> bool; ``none``/``null`` -> None; ``3`` -> int;
+    ``1e-3``/``0.5``/``.5`` -> float; ``(64,64)``/``[1,2]`` -> tuple; ``'3'`` or ``"3"`` -> the
+    str ``3``; anything else (``tanh``, ``inf``, ``a:b``) -> the stripped string. A malformed
+    tuple/list literal raises :class:`CellConfigError`.
+    """
+    import ast
+    import re
+
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    low = s.lower()
     if low in ("true", "false"):
         return low == "true"
     if low in ("none", "null"):
         return None
-    for cast in (int, float):
+    if re.fullmatch(r"[+-]?\d+", s):
+        return int(s)
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", s):
+        return float(s)
+    if s[:1] in "([" and s[-1:] in ")]":
         try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
+            value = ast.literal_eval(s)
+        except (ValueError, SyntaxError) as e:
+            raise CellConfigError(f"cannot parse the value {text!r} as a tuple/list literal: {e}") from None
+
+        def as_tuples(v):
+            return tuple(as_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+        return as_tuples(value)
+    return s
 
 
 def fields_of(cls) -> Mapping[str, dataclasses.Field]:

@@ -21,8 +21,8 @@ matplotlib.use("Agg", force=False)
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from lstm_research.sweeps.summary import _is_num, _ordered_groups  # noqa: E402
-from lstm_research.sweeps.spec import is_seed_key  # noqa: E402
+from lstm_research.sweeps.results import is_num, ordered_groups  # noqa: E402
+from lstm_research.sweeps.values import is_seed_key  # noqa: E402
 
 __all__ = ["make_plots", "plot_box", "plot_curves", "plot_vs", "read_metrics_jsonl"]
 
@@ -54,8 +54,8 @@ def plot_box(rows: Sequence[Mapping], out: Path | str, *, metric: str, keys: Seq
     import numpy as np
 
     col = f"test_{metric}"
-    groups = _ordered_groups(rows, keys)
-    data = {g: [float(r[col]) for r in rs if r["status"] == "done" and _is_num(r.get(col))]
+    groups = ordered_groups(rows, keys)
+    data = {g: [float(r[col]) for r in rs if r["status"] == "done" and is_num(r.get(col))]
             for g, rs in groups.items()}
     if not any(data.values()):
         return None
@@ -108,10 +108,10 @@ def plot_box(rows: Sequence[Mapping], out: Path | str, *, metric: str, keys: Seq
 def plot_vs(rows: Sequence[Mapping], key: str, out: Path | str, *, metric: str, keys: Sequence[str],
             baseline: str | None, log_x: bool, lower_is_better: bool = True) -> Path | None:
     col = f"test_{metric}"
-    pts = [r for r in rows if r["status"] == "done" and _is_num(r.get(col)) and _is_num(r.get(key))]
+    pts = [r for r in rows if r["status"] == "done" and is_num(r.get(col)) and is_num(r.get(key))]
     if not pts:
         return None
-    groups = _ordered_groups(pts, [k for k in keys if k != key])
+    groups = ordered_groups(pts, [k for k in keys if k != key])
     colors = _colors(list(groups), baseline)
     fig = Figure(figsize=(6.0, 4.2), dpi=DPI)
     ax = fig.add_subplot()
@@ -141,8 +141,8 @@ def read_metrics_jsonl(path: Path | str, split: str, metric: str) -> tuple[list[
                     rec = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(rec, dict) and rec.get("split") == split and _is_num(rec.get(metric)) \
-                        and _is_num(rec.get("step")):
+                if isinstance(rec, dict) and rec.get("split") == split and is_num(rec.get(metric)) \
+                        and is_num(rec.get("step")):
                     steps.append(float(rec["step"]))
                     values.append(float(rec[metric]))
     except OSError:
@@ -153,7 +153,7 @@ def read_metrics_jsonl(path: Path | str, split: str, metric: str) -> tuple[list[
 def plot_curves(sweep_dir: Path | str, rows: Sequence[Mapping], out: Path | str, *, metric: str,
                 keys: Sequence[str], baseline: str | None, lower_is_better: bool = True) -> Path | None:
     sweep_dir = Path(sweep_dir)
-    groups = _ordered_groups(rows, keys)
+    groups = ordered_groups(rows, keys)
     colors = _colors(list(groups), baseline)
     fig = Figure(figsize=(7.0, 4.5), dpi=DPI)
     ax = fig.add_subplot()
@@ -200,10 +200,10 @@ def make_plots(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *,
     for key in info["swept_keys"]:
         if is_seed_key(key):
             continue
-        vals = {float(r[key]) for r in rows if _is_num(r.get(key))}
+        vals = {float(r[key]) for r in rows if is_num(r.get(key))}
         if len(vals) < 2:
             continue
-        if any(r.get(key) is not None and not _is_num(r.get(key)) for r in rows):
+        if any(r.get(key) is not None and not is_num(r.get(key)) for r in rows):
             continue  # not a numeric axis
         log_x = key in info.get("log_scale_keys", ()) or (min(vals) > 0 and max(vals) / min(vals) >= 100)
         made.append(plot_vs(rows, key, sweep_dir / f"vs_{_safe(key)}.png", metric=metric, keys=keys,

@@ -1,5 +1,8 @@
 """Sweep definitions: grid / zipped / random axes over dotted config keys, and their expansion.
 
+Values and distributions are parsed in :mod:`~lstm_research.sweeps.values`; checking a spec
+against its trial config is :mod:`~lstm_research.sweeps.check`.
+
 A sweep is a :class:`SweepSpec`: a trial config file, fixed overrides applied to every trial, and
 axes over dotted config keys (``model.cell``, ``train.lr``, ``seed``...):
 
@@ -20,28 +23,39 @@ the same directories.
 Command-line strings (see :func:`spec_from_strings`)::
 
     --grid model.cell=vanilla,nig   --grid seed=0:5        (0:5 -> 0,1,2,3,4; 0:10:2 -> 0,2,4,6,8)
-    --zip a=1,2 --zip b=3,4                                 (all --zip axes form one zipped group)
+    --zip model.num_layers=1,2 --zip model.dropout=0,0.2   (all --zip axes form one zipped group)
     --random train.lr=loguniform(1e-4,1e-2) --trials 20
     --set train.steps=200                                   (fixed override)
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import re
 import zlib
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from lstm_research.cells import GREFF_VARIANTS
+from lstm_research.sweeps.values import (
+    Distribution,
+    SweepSpecError,
+    canonical,
+    check_key,
+    format_value,
+    is_seed_key,
+    parse_assignment,
+    parse_distribution,
+    parse_value,
+    parse_values,
+)
+
 __all__ = [
     "ABLATION_BASELINE",
-    "ABLATION_CELLS",
     "ABLATION_KEY",
     "Axis",
     "Distribution",
@@ -56,216 +70,13 @@ __all__ = [
     "parse_value",
     "parse_values",
     "spec_from_strings",
+    "trial_dirname",
+    "trial_hash",
 ]
 
-#: The Greff et al. (2017) "LSTM: A Search Space Odyssey" variants, as cell presets of our cell zoo.
-ABLATION_CELLS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+#: ``--ablation`` sweeps this key over ``cells.GREFF_VARIANTS`` (Greff et al. 2017), against this baseline.
 ABLATION_KEY = "model.cell"
 ABLATION_BASELINE = "vanilla"
-
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-_RANGE_RE = re.compile(r"^([+-]?\d+):([+-]?\d+)(?::([+-]?\d+))?$")
-_DIST_RE = re.compile(r"^\s*([a-z_]+)\s*\((.*)\)\s*$", re.S)
-
-
-class SweepSpecError(ValueError):
-    """A sweep definition that cannot be parsed or expanded."""
-
-
-# ----------------------------------------------------------------------------------------- values
-
-
-def parse_value(text: str) -> Any:
-    """Parses one command-line value: bool, None, int, float, tuple/list literal, quoted or bare str.
-
-    ``true``/``false`` (any case) -> bool; ``none``/``null`` -> None; ``3`` -> int; ``1e-3``/``0.5`` ->
-    float; ``(64,64)``/``[1,2]`` -> tuple; ``'3'`` or ``"3"`` -> the str ``3``; anything else -> str.
-    """
-    s = text.strip()
-    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
-        return s[1:-1]
-    low = s.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    if _INT_RE.match(s):
-        return int(s)
-    if _FLOAT_RE.match(s):
-        return float(s)
-    if s[:1] in "([" and s[-1:] in ")]":
-        try:
-            value = ast.literal_eval(s)
-        except (ValueError, SyntaxError) as e:
-            raise SweepSpecError(f"cannot parse the value {text!r} as a tuple/list literal: {e}") from None
-        return _canonical(value)
-    return s
-
-
-def _canonical(value: Any) -> Any:
-    """Lists become tuples (hashable, and equal to their JSON round trip after :func:`_canonical`)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_canonical(v) for v in value)
-    return value
-
-
-def format_value(value: Any) -> str:
-    """Formats a value for a ``--config.key=value`` flag (the inverse of :func:`parse_value`)."""
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if value is None:
-        return "None"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (tuple, list)):
-        return repr(tuple(value))
-    return str(value)
-
-
-def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Splits on ``sep`` outside brackets and quotes: ``a,(1,2),'x,y'`` -> ``a``, ``(1,2)``, ``'x,y'``."""
-    parts, depth, quote, cur = [], 0, None, []
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def parse_values(text: str) -> tuple:
-    """Parses a comma-separated value list; ``a:b[:step]`` tokens expand to ``range(a, b, step)``."""
-    out: list[Any] = []
-    for token in _split_top_level(text):
-        token = token.strip()
-        if not token:
-            raise SweepSpecError(f"empty value in the list {text!r} (values are comma-separated)")
-        m = _RANGE_RE.match(token)
-        if m:
-            start, stop, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
-            if step == 0:
-                raise SweepSpecError(f"range {token!r} has step 0")
-            values = list(range(start, stop, step))
-            if not values:
-                raise SweepSpecError(
-                    f"range {token!r} is empty (start:stop[:step] excludes stop, like Python's range)")
-            out.extend(values)
-        else:
-            out.append(parse_value(token))
-    return tuple(out)
-
-
-def check_key(key: str) -> str:
-    key = key.strip()
-    if not _KEY_RE.match(key):
-        raise SweepSpecError(
-            f"invalid config key {key!r}: expected a dotted name like 'model.cell' or 'train.lr'")
-    return key
-
-
-def parse_assignment(text: str) -> tuple[str, str]:
-    """Splits ``key=rest`` at the first ``=`` and validates the key."""
-    if "=" not in text:
-        raise SweepSpecError(f"expected KEY=VALUES, got {text!r}")
-    key, rest = text.split("=", 1)
-    if key.startswith("config."):  # tolerate --set config.train.steps=200
-        key = key[len("config."):]
-    return check_key(key), rest
-
-
-def is_seed_key(key: str) -> bool:
-    """``seed`` or ``*.seed``: replicate axes, not hyper-parameters (summaries aggregate over them)."""
-    return key == "seed" or key.endswith(".seed")
-
-
-# ---------------------------------------------------------------------------------- distributions
-
-
-_DIST_KINDS = ("uniform", "loguniform", "choice", "int_uniform", "int_loguniform")
-
-
-@dataclasses.dataclass(frozen=True)
-class Distribution:
-    """A random-search distribution. Integer kinds are inclusive of both bounds."""
-
-    kind: str
-    args: tuple
-
-    def __post_init__(self):
-        kind, args = self.kind, self.args
-        if kind not in _DIST_KINDS:
-            raise SweepSpecError(f"unknown distribution {kind!r}; valid: {', '.join(_DIST_KINDS)}")
-        if kind == "choice":
-            if not args:
-                raise SweepSpecError("choice() needs at least one value")
-            return
-        if len(args) != 2:
-            raise SweepSpecError(f"{kind}(a, b) takes exactly 2 bounds, got {len(args)}: {args}")
-        lo, hi = args
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in args):
-            raise SweepSpecError(f"{kind}{args}: bounds must be numbers")
-        if kind.startswith("int_") and not all(isinstance(v, int) for v in args):
-            raise SweepSpecError(f"{kind}{args}: bounds must be integers")
-        if not lo < hi:
-            raise SweepSpecError(f"{kind}({lo}, {hi}): need a < b")
-        if kind.endswith("loguniform") and lo <= 0:
-            raise SweepSpecError(f"{kind}({lo}, {hi}): bounds must be > 0 for a log scale")
-
-    @property
-    def log_scale(self) -> bool:
-        return self.kind.endswith("loguniform")
-
-    def sample(self, rng: np.random.Generator, n: int) -> list:
-        kind, args = self.kind, self.args
-        if kind == "choice":
-            return [args[i] for i in rng.integers(0, len(args), size=n)]
-        lo, hi = args
-        if kind == "uniform":
-            return [min(max(_round_sig(x), lo), hi) for x in rng.uniform(lo, hi, size=n)]
-        if kind == "loguniform":
-            xs = np.exp(rng.uniform(math.log(lo), math.log(hi), size=n))
-            return [min(max(_round_sig(x), lo), hi) for x in xs]
-        if kind == "int_uniform":
-            return [int(x) for x in rng.integers(lo, hi + 1, size=n)]
-        # int_loguniform: floor of a log-uniform draw on [lo, hi + 1): P(k) ~ log((k+1)/k).
-        xs = np.floor(np.exp(rng.uniform(math.log(lo), math.log(hi + 1), size=n)))
-        return [int(min(max(x, lo), hi)) for x in xs]
-
-    def __str__(self) -> str:
-        return f"{self.kind}({','.join(format_value(a) for a in self.args)})"
-
-
-def _round_sig(x: float, digits: int = 6) -> float:
-    """Six significant digits: readable overrides/dir names, far finer than any tuning resolution."""
-    return float(f"{float(x):.{digits}g}")
-
-
-def parse_distribution(text: str) -> Distribution:
-    """Parses ``loguniform(1e-4,1e-2)``, ``choice(a,b,c)``, ``int_uniform(1,4)`` ..."""
-    m = _DIST_RE.match(text)
-    if not m:
-        raise SweepSpecError(
-            f"cannot parse the distribution {text!r}: expected NAME(args) with NAME one of "
-            f"{', '.join(_DIST_KINDS)}, e.g. loguniform(1e-4,1e-2)")
-    kind, inner = m.group(1), m.group(2)
-    if kind not in _DIST_KINDS:
-        raise SweepSpecError(f"unknown distribution {kind!r} in {text!r}; valid: {', '.join(_DIST_KINDS)}")
-    args = tuple(parse_value(t) for t in _split_top_level(inner)) if inner.strip() else ()
-    if kind != "choice" and kind.startswith("int_"):
-        args = tuple(int(a) if isinstance(a, float) and a.is_integer() else a for a in args)
-    return Distribution(kind, args)
 
 
 # ------------------------------------------------------------------------------------------- axes
@@ -280,7 +91,7 @@ class Axis:
         check_key(self.key)
         if not self.values:
             raise SweepSpecError(f"axis {self.key!r} has no values")
-        object.__setattr__(self, "values", tuple(_canonical(v) for v in self.values))
+        object.__setattr__(self, "values", tuple(canonical(v) for v in self.values))
         if len(set(map(_hashable, self.values))) != len(self.values):
             raise SweepSpecError(f"axis {self.key!r} repeats a value: {list(self.values)}")
 
@@ -330,7 +141,7 @@ class SweepSpec:
         self.grid = tuple(self.grid)
         self.zip_groups = tuple(tuple(g) for g in self.zip_groups if len(g))
         self.random = tuple(self.random)
-        self.fixed = {check_key(k): _canonical(v) for k, v in dict(self.fixed).items()}
+        self.fixed = {check_key(k): canonical(v) for k, v in dict(self.fixed).items()}
         if not self.config:
             raise SweepSpecError("a sweep needs a trial config file (--config=path/to/config.py[:variant])")
         for group in self.zip_groups:
@@ -485,9 +296,9 @@ def spec_from_strings(
 ) -> SweepSpec:
     """Builds a :class:`SweepSpec` from command-line strings (``KEY=VALUES`` / ``KEY=DIST(...)``).
 
-    ``ablation=True`` prepends the grid axis ``model.cell`` over :data:`ABLATION_CELLS`.
+    ``ablation=True`` prepends the grid axis ``model.cell`` over ``cells.GREFF_VARIANTS``.
     """
-    grid_axes = [Axis(ABLATION_KEY, ABLATION_CELLS)] if ablation else []
+    grid_axes = [Axis(ABLATION_KEY, GREFF_VARIANTS)] if ablation else []
     for s in grid:
         key, rest = parse_assignment(s)
         grid_axes.append(Axis(key, parse_values(rest)))

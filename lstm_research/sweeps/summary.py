@@ -1,4 +1,6 @@
-"""Sweep results: ``results.csv`` (one row per trial) and ``summary.md`` (per-group statistics + Welch tests).
+"""Sweep summary: per-group statistics and Welch tests in ``summary.md``, and the figures.
+
+``results.csv`` is written and read by :mod:`~lstm_research.sweeps.results` (re-exported here).
 
 Groups: by default ``model.cell`` when it is swept, else the swept grid/zip keys other than seeds
 (random-search keys are what a group aggregates over, like seeds). Per group: n, best, median, mean,
@@ -9,21 +11,23 @@ std (sample std, ddof=1) of the final test metric, and Welch's t-test
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from lstm_research.sweeps.runner import (
-    ERROR_TXT,
-    RESULT_JSON,
-    _read_json,
-    load_sweep,
-    trial_state,
+from lstm_research.errors import UserError
+from lstm_research.sweeps.results import (
+    collect_results,
+    is_num,
+    ordered_groups,
+    read_results_csv,
+    write_results_csv,
 )
-from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY, format_value, is_seed_key, parse_value
+from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY
+from lstm_research.sweeps.sweepdir import ERROR_TXT
+from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
 
 __all__ = [
     "GroupStats",
@@ -32,6 +36,7 @@ __all__ = [
     "group_key_for",
     "group_stats",
     "read_results_csv",
+    "resolve_baseline",
     "summarize",
     "top_rows",
     "verdict",
@@ -40,92 +45,7 @@ __all__ = [
     "write_summary",
 ]
 
-RESULTS_CSV = "results.csv"
 SUMMARY_MD = "summary.md"
-BASE_COLUMNS = ("trial", "index")
-TAIL_COLUMNS = ("steps", "wall_time", "num_params", "attempts", "returncode", "error")
-
-
-# ------------------------------------------------------------------------------------ collection
-
-
-def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
-    """One dict per trial (columns as in results.csv, values typed) and sweep info.
-
-    The info dict holds ``swept_keys``, ``seed_keys``, ``random_keys``, ``log_scale_keys``, ``metric``
-    (the most common primary metric of the done trials, or None) and ``lower_is_better``.
-    """
-    sweep_dir = Path(sweep_dir)
-    spec, trials, _ = load_sweep(sweep_dir)
-    rows = []
-    for t in trials:
-        tdir = sweep_dir / t.id
-        st = trial_state(tdir)
-        result = _read_json(tdir / RESULT_JSON) or {}
-        row: dict[str, Any] = {"trial": t.id, "index": t.index, **t.overrides, "status": st["status"]}
-        row["metric"] = result.get("metric")
-        row["lower_is_better"] = result.get("lower_is_better")
-        for split in ("valid", "test"):
-            for name, value in (result.get(split) or {}).items():
-                row[f"{split}_{name}"] = value
-        for col in ("steps", "wall_time", "num_params"):
-            row[col] = result.get(col)
-        row["attempts"] = st.get("attempts")
-        row["returncode"] = st.get("returncode")
-        row["error"] = st.get("error") if st["status"] == "failed" else None
-        rows.append(row)
-    metrics = Counter(r["metric"] for r in rows if r["status"] == "done" and r["metric"])
-    metric = metrics.most_common(1)[0][0] if metrics else None
-    lib = [r["lower_is_better"] for r in rows if r["metric"] == metric and r["lower_is_better"] is not None]
-    info = {
-        "swept_keys": spec.swept_keys,
-        "seed_keys": [k for k in spec.swept_keys if is_seed_key(k)],
-        "random_keys": [a.key for a in spec.random],
-        "log_scale_keys": spec.log_scale_keys,
-        "metric": metric,
-        "metrics": sorted(metrics),
-        "lower_is_better": bool(Counter(lib).most_common(1)[0][0]) if lib else None,
-        "n_trials": len(trials),
-    }
-    return rows, info
-
-
-def _columns(rows: Sequence[Mapping], swept_keys: Sequence[str]) -> list[str]:
-    metric_cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if (k.startswith("valid_") or k.startswith("test_")) and k not in metric_cols:
-                metric_cols.append(k)
-    metric_cols.sort(key=lambda c: (not c.startswith("valid_"), c))
-    return [*BASE_COLUMNS, *swept_keys, "status", "metric", "lower_is_better", *metric_cols, *TAIL_COLUMNS]
-
-
-def write_results_csv(sweep_dir: Path | str, rows: Sequence[Mapping] | None = None,
-                      info: Mapping | None = None) -> Path:
-    """Writes ``results.csv`` (rewritten atomically) and returns its path."""
-    sweep_dir = Path(sweep_dir)
-    if rows is None or info is None:
-        rows, info = collect_results(sweep_dir)
-    cols = _columns(rows, info["swept_keys"])
-    path = sweep_dir / RESULTS_CSV
-    tmp = path.with_name(f".{RESULTS_CSV}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if r.get(k) is None else
-                        (format_value(r[k]) if isinstance(r[k], (bool, tuple, list)) else r[k]) for k in cols})
-    tmp.replace(path)
-    return path
-
-
-def read_results_csv(path: Path | str) -> list[dict]:
-    """Reads a results.csv back, with values parsed (numbers, bools; empty -> None)."""
-    with open(path, newline="") as f:
-        return [{k: (None if v == "" else v if k in ("trial", "error", "status") else parse_value(v))
-                 for k, v in r.items()} for r in csv.DictReader(f)]
-
-
 # ----------------------------------------------------------------------------------- statistics
 
 
@@ -177,26 +97,11 @@ def group_key_for(info: Mapping, group_by: str | Sequence[str] | None = None) ->
         keys = [k.strip() for k in group_by.split(",")] if isinstance(group_by, str) else list(group_by)
         bad = [k for k in keys if k not in swept]
         if bad:
-            raise ValueError(f"--group_by key(s) {bad} are not swept in this sweep; swept keys: {swept}")
+            raise UserError(f"--group_by key(s) {bad} are not swept in this sweep; swept keys: {swept}")
         return keys
     if ABLATION_KEY in swept:
         return [ABLATION_KEY]
     return [k for k in swept if not is_seed_key(k) and k not in info.get("random_keys", ())]
-
-
-def group_label(row: Mapping, keys: Sequence[str]) -> str:
-    if not keys:
-        return "all"
-    if len(keys) == 1:
-        return format_value(row.get(keys[0]))
-    return ", ".join(f"{k}={format_value(row.get(k))}" for k in keys)
-
-
-def _ordered_groups(rows: Sequence[Mapping], keys: Sequence[str]) -> dict[str, list[Mapping]]:
-    groups: dict[str, list[Mapping]] = {}
-    for r in rows:
-        groups.setdefault(group_label(r, keys), []).append(r)
-    return groups
 
 
 def resolve_baseline(labels: Sequence[str], keys: Sequence[str], baseline: str | None) -> str | None:
@@ -208,7 +113,7 @@ def resolve_baseline(labels: Sequence[str], keys: Sequence[str], baseline: str |
     as_label = format_value(parse_value(baseline))
     if as_label in labels:
         return as_label
-    raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; groups: {list(labels)}")
+    raise UserError(f"--baseline {baseline!r} is not a group of this sweep; groups: {list(labels)}")
 
 
 def top_rows(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], fraction: float,
@@ -217,11 +122,11 @@ def top_rows(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], fract
     ranked by *validation* ``metric`` so the test numbers reported for them are not selected on
     (Greff et al. 2015 analyze the top 10% of each variant's random-search trials)."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"--top must be a fraction in (0, 1], got {fraction}")
+        raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {fraction}")
     out = []
-    for rs in _ordered_groups(rows, keys).values():
-        done = [r for r in rs if r["status"] == "done" and _is_num(r.get(f"valid_{metric}"))
-                and _is_num(r.get(f"test_{metric}"))]
+    for rs in ordered_groups(rows, keys).values():
+        done = [r for r in rs if r["status"] == "done" and is_num(r.get(f"valid_{metric}"))
+                and is_num(r.get(f"test_{metric}"))]
         done.sort(key=lambda r: r[f"valid_{metric}"], reverse=not lower_is_better)
         k = min(len(done), max(2, math.ceil(fraction * len(done))))
         out += done[:k]
@@ -238,8 +143,8 @@ def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], ba
                 lower_is_better: bool = True, alpha: float = 0.05, split: str = "test") -> list[GroupStats]:
     """Statistics of ``<split>_<metric>`` per group, with Welch tests against the baseline group."""
     col = f"{split}_{metric}"
-    groups = _ordered_groups(rows, keys)
-    values = {g: [float(r[col]) for r in rs if r["status"] == "done" and _is_num(r.get(col))]
+    groups = ordered_groups(rows, keys)
+    values = {g: [float(r[col]) for r in rs if r["status"] == "done" and is_num(r.get(col))]
               for g, rs in groups.items()}
     base = values.get(baseline) if baseline is not None else None
     base_mean = statistics.fmean(base) if base else math.nan
@@ -258,10 +163,6 @@ def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], ba
                      verdict=verdict(d["mean"], base_mean, p, alpha=alpha, lower_is_better=lower_is_better))
         out.append(s)
     return out
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
 
 
 # ------------------------------------------------------------------------------------- markdown
@@ -312,7 +213,7 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
         sections.insert(0, ("test", top_subset, f"## test `{metric}` of the top {100 * top:g}% of "
                                                 f"each group (ranked by valid `{metric}`)"))
     for split, subset, title in sections if metric is not None else ():
-        if not any(_is_num(r.get(f"{split}_{metric}")) for r in subset):
+        if not any(is_num(r.get(f"{split}_{metric}")) for r in subset):
             continue
         stats_ = group_stats(subset, metric=metric, keys=keys, baseline=baseline,
                              lower_is_better=lower_is_better, alpha=alpha, split=split)
@@ -333,7 +234,7 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
                         _f(s.p, ".3g") if s.label != baseline else "", s.verdict]
             body.append(row)
         lines += _table(header, body) + [""]
-    done = [r for r in rows if metric is not None and r["status"] == "done" and _is_num(r.get(f"test_{metric}"))]
+    done = [r for r in rows if metric is not None and r["status"] == "done" and is_num(r.get(f"test_{metric}"))]
     if done:
         best = sorted(done, key=lambda r: r[f"test_{metric}"], reverse=not lower_is_better)[:10]
         lines += [f"## Best {len(best)} trials by test `{metric}`", ""]
@@ -364,23 +265,27 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
     ``top``: also analyze the best fraction of each group (:func:`top_rows`): a table with Welch
     tests first in summary.md and ``box_<metric>_top.png``.
     """
+    if top is not None and not 0 < top <= 1:
+        raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {top}")
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha must be a significance level in (0, 1), e.g. 0.05, got {alpha}")
     sweep_dir = Path(sweep_dir)
-    rows, info = collect_results(sweep_dir)
-    csv_path = write_results_csv(sweep_dir, rows, info)
+    rows, info = collect_results(sweep_dir)  # every check before anything is written
     keys = group_key_for(info, group_by)
-    labels = list(_ordered_groups(rows, keys))
+    labels = list(ordered_groups(rows, keys))
     base = resolve_baseline(labels, keys, baseline)
     note = ""
     if metric is None:
         metric = info["metric"]
     elif info["metric"] is not None and not any(f"test_{metric}" in r for r in rows):
         available = sorted({k[len("test_"):] for r in rows for k in r if k.startswith("test_")})
-        raise ValueError(f"--metric {metric!r} is in no result.json's test metrics; available: {available}")
+        raise UserError(f"--metric {metric!r} is in no result.json's test metrics; available: {available}")
     if lower_is_better is None:
         if metric == info["metric"] and info["lower_is_better"] is not None:
             lower_is_better = info["lower_is_better"]
         else:
             lower_is_better, note = True, "; assumed -- pass --higher_is_better otherwise"
+    csv_path = write_results_csv(sweep_dir, rows, info)
     out: dict[str, Any] = {"results_csv": csv_path, "rows": rows, "info": info, "group_keys": keys,
                            "baseline": base, "metric": metric, "plots": []}
     best = None if top is None or metric is None else top_rows(

@@ -1,0 +1,176 @@
+"""A sweep checked against its trial config before anything is launched or written.
+
+The trial config is loaded as ``run.py`` loads it (the config file's ``get_config(variant)``,
+locked), and every override of the spec (``--set``, ``--grid``, ``--zip``, every ``--random``
+draw) is applied to a copy through the same ``ml_collections`` flag parsing a trial's
+``--config.<key>=<value>`` goes through. So a sweep refuses up front what every one of its
+trials would fail on:
+
+* an unknown key -- the error names the valid keys of its section and the closest match;
+* a value of the wrong type (``model.hidden_size=12.5``, ``train.lr=fast``);
+* a cell string ``cells.get`` refuses (``model.cell=vanila``, ``lstm:forget_bais=1``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any, Iterable
+
+from lstm_research.sweeps.spec import SweepSpec, SweepSpecError
+from lstm_research.sweeps.values import format_value
+
+__all__ = ["CELL_KEY", "check_spec", "load_trial_config"]
+
+#: The config key holding a cell string (validated with ``cells.get``).
+CELL_KEY = "model.cell"
+
+
+def load_trial_config(config: str, cwd: Path | str):
+    """``path/to/config.py[:variant]`` -> the locked ConfigDict its ``get_config`` returns.
+
+    The path is relative to ``cwd`` (where the trials run), as for ``run.py --config=...``.
+    """
+    file, sep, variant = config.partition(":")
+    path = Path(file) if Path(file).is_absolute() else Path(cwd) / file
+    if not path.is_file():
+        raise SweepSpecError(f"config file {file!r} not found (looked for {path}); pass "
+                             "--config=path/to/config.py[:variant], relative to --cwd")
+    where = f"--config={config}"
+    try:
+        module_spec = importlib.util.spec_from_file_location("sweep_trial_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise SweepSpecError(f"{where}: syntax error in {path} line {e.lineno}: {e.msg}") from None
+    except ImportError as e:
+        raise SweepSpecError(f"{where}: cannot import {path}: {e}") from None
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise SweepSpecError(f"{where}: {path} defines no get_config() (an ml_collections config file)")
+    takes_variant = bool(inspect.signature(get_config).parameters)
+    variants = getattr(module, "VARIANTS", None)
+    named = f"; variants: {', '.join(variants)}" if variants else ""
+    if sep and not takes_variant:
+        raise SweepSpecError(f"{where}: {file} has no variants; drop ':{variant}'")
+    needs_variant = any(p.default is p.empty for p in inspect.signature(get_config).parameters.values())
+    if not sep and needs_variant:
+        raise SweepSpecError(f"{where}: {file} needs a variant, --config={file}:VARIANT{named}")
+    try:
+        cfg = get_config(variant) if sep else get_config()
+    except (TypeError, ValueError, KeyError) as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise SweepSpecError(f"{where}: {msg}{named if variants and 'valid' not in msg else ''}") from None
+    if hasattr(cfg, "lock"):
+        cfg.lock()
+    return cfg
+
+
+def check_spec(spec: SweepSpec, cwd: Path | str) -> None:
+    """Raises :class:`SweepSpecError` (one line) unless every trial of ``spec`` fits its config."""
+    import ml_collections
+
+    config = load_trial_config(spec.config, cwd)
+    sources = _sources(spec)
+    for key, flag in sources.items():
+        _check_key(config, key, flag, ml_collections.ConfigDict)
+    fixed = [f"--config.{k}={format_value(v)}" for k, v in spec.fixed.items()]
+    applied = _apply(config, fixed, "--set", spec.config)
+    if CELL_KEY in spec.fixed:
+        _check_cell(spec.fixed[CELL_KEY], applied, "--set")
+    for key, values in _swept_values(spec):
+        flag = sources[key]
+        for value in values:
+            applied = _apply(config, [*fixed, f"--config.{key}={format_value(value)}"], flag, spec.config)
+            if key == CELL_KEY:
+                _check_cell(value, applied, flag)
+
+
+def _sources(spec: SweepSpec) -> dict[str, str]:
+    """Each key of the spec -> the flag that set it (for error messages)."""
+    out = {k: "--set" for k in spec.fixed}
+    out.update({a.key: "--grid" for a in spec.grid})
+    out.update({a.key: "--zip" for g in spec.zip_groups for a in g})
+    out.update({a.key: "--random" for a in spec.random})
+    return out
+
+
+def _swept_values(spec: SweepSpec) -> Iterable[tuple[str, list[Any]]]:
+    """Every swept key with its distinct values (random axes: every draw)."""
+    for axis in [*spec.grid, *(a for g in spec.zip_groups for a in g)]:
+        yield axis.key, list(axis.values)
+    draws = spec.random_draws() if spec.random else []
+    for axis in spec.random:
+        seen: dict[str, Any] = {}
+        for d in draws:
+            seen.setdefault(format_value(d[axis.key]), d[axis.key])
+        yield axis.key, list(seen.values())
+
+
+def _check_key(config, key: str, flag: str, config_dict_type) -> None:
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts):
+        section = ".".join(parts[:i])
+        if not isinstance(node, config_dict_type):
+            raise SweepSpecError(f"{flag} {key}: {section} is a {type(node).__name__} value, not a "
+                                 "section of the config")
+        if part not in node:
+            valid = sorted(node.keys())
+            hint = _did_you_mean(config, key, part, valid, section)
+            where = f"of {section}" if section else "at the top level"
+            raise SweepSpecError(f"{flag}: unknown config key {key!r}{hint}; valid keys {where}: "
+                                 f"{', '.join(valid)}")
+        node = node[part]
+
+
+def _did_you_mean(config, key: str, part: str, valid: list[str], section: str) -> str:
+    close = difflib.get_close_matches(part, valid, n=1)
+    if close:
+        return f" (did you mean {'.'.join([*filter(None, [section]), close[0]])!r}?)"
+    everywhere = _flat_keys(config)
+    close = difflib.get_close_matches(key, everywhere, n=1) or [
+        k for k in everywhere if k.rsplit(".", 1)[-1] == part][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _flat_keys(node, prefix: str = "") -> list[str]:
+    out = []
+    for k in node.keys():
+        value = node[k]
+        full = f"{prefix}{k}"
+        out += _flat_keys(value, full + ".") if hasattr(value, "keys") and hasattr(value, "lock") else [full]
+    return out
+
+
+def _apply(config, overrides: list[str], flag: str, config_name: str):
+    """A copy of ``config`` with ``--config.k=v`` overrides applied as run.py's flags apply them."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["run.py", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", copy.deepcopy(config), flag_values=values, sys_argv=argv,
+                                    lock_config=True)
+    try:
+        values(argv)
+    except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if msg.startswith("flag --config."):
+            msg = msg[len("flag --config."):]
+        raise SweepSpecError(f"{flag} {msg} (trial config {config_name})") from None
+    return values.config
+
+
+def _check_cell(value: Any, config, flag: str) -> None:
+    from lstm_research import cells
+
+    hidden = getattr(getattr(config, "model", None), "hidden_size", None)
+    hidden = hidden if isinstance(hidden, int) and hidden > 0 else 8
+    try:
+        cells.get(str(value), hidden_size=hidden)
+    except ValueError as e:
+        raise SweepSpecError(f"{flag} {CELL_KEY}={format_value(value)}: {e}") from None

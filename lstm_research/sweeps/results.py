@@ -1,0 +1,131 @@
+"""Sweep results as a table: ``results.csv``, one typed row per trial, and grouping of rows.
+
+Columns: ``trial``, ``index``, the swept keys, ``status``, ``metric``, ``lower_is_better``, every
+``valid_<metric>`` and ``test_<metric>`` of the trials' result.json, then ``steps``, ``wall_time``,
+``num_params``, ``attempts``, ``returncode``, ``error``. Reading it back parses the values with
+the sweeps' value parser (numbers, bools; empty -> None).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from lstm_research.sweeps.sweepdir import RESULT_JSON, load_sweep, read_json, trial_state
+from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
+
+__all__ = [
+    "RESULTS_CSV",
+    "collect_results",
+    "group_label",
+    "is_num",
+    "ordered_groups",
+    "read_results_csv",
+    "write_results_csv",
+]
+
+RESULTS_CSV = "results.csv"
+BASE_COLUMNS = ("trial", "index")
+TAIL_COLUMNS = ("steps", "wall_time", "num_params", "attempts", "returncode", "error")
+
+
+def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
+    """One dict per trial (columns as in results.csv, values typed) and sweep info.
+
+    The info dict holds ``swept_keys``, ``seed_keys``, ``random_keys``, ``log_scale_keys``, ``metric``
+    (the most common primary metric of the done trials, or None) and ``lower_is_better``.
+    """
+    sweep_dir = Path(sweep_dir)
+    spec, trials, _ = load_sweep(sweep_dir)
+    rows = []
+    for t in trials:
+        tdir = sweep_dir / t.id
+        st = trial_state(tdir)
+        result = read_json(tdir / RESULT_JSON) or {}
+        row: dict[str, Any] = {"trial": t.id, "index": t.index, **t.overrides, "status": st["status"]}
+        row["metric"] = result.get("metric")
+        row["lower_is_better"] = result.get("lower_is_better")
+        for split in ("valid", "test"):
+            for name, value in (result.get(split) or {}).items():
+                row[f"{split}_{name}"] = value
+        for col in ("steps", "wall_time", "num_params"):
+            row[col] = result.get(col)
+        row["attempts"] = st.get("attempts")
+        row["returncode"] = st.get("returncode")
+        row["error"] = st.get("error") if st["status"] == "failed" else None
+        rows.append(row)
+    metrics = Counter(r["metric"] for r in rows if r["status"] == "done" and r["metric"])
+    metric = metrics.most_common(1)[0][0] if metrics else None
+    lib = [r["lower_is_better"] for r in rows if r["metric"] == metric and r["lower_is_better"] is not None]
+    info = {
+        "swept_keys": spec.swept_keys,
+        "seed_keys": [k for k in spec.swept_keys if is_seed_key(k)],
+        "random_keys": [a.key for a in spec.random],
+        "log_scale_keys": spec.log_scale_keys,
+        "metric": metric,
+        "metrics": sorted(metrics),
+        "lower_is_better": bool(Counter(lib).most_common(1)[0][0]) if lib else None,
+        "n_trials": len(trials),
+    }
+    return rows, info
+
+
+def _columns(rows: Sequence[Mapping], swept_keys: Sequence[str]) -> list[str]:
+    metric_cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if (k.startswith("valid_") or k.startswith("test_")) and k not in metric_cols:
+                metric_cols.append(k)
+    metric_cols.sort(key=lambda c: (not c.startswith("valid_"), c))
+    return [*BASE_COLUMNS, *swept_keys, "status", "metric", "lower_is_better", *metric_cols, *TAIL_COLUMNS]
+
+
+def write_results_csv(sweep_dir: Path | str, rows: Sequence[Mapping] | None = None,
+                      info: Mapping | None = None) -> Path:
+    """Writes ``results.csv`` (rewritten atomically) and returns its path."""
+    sweep_dir = Path(sweep_dir)
+    if rows is None or info is None:
+        rows, info = collect_results(sweep_dir)
+    cols = _columns(rows, info["swept_keys"])
+    path = sweep_dir / RESULTS_CSV
+    tmp = path.with_name(f".{RESULTS_CSV}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if r.get(k) is None else
+                        (format_value(r[k]) if isinstance(r[k], (bool, tuple, list)) else r[k]) for k in cols})
+    tmp.replace(path)
+    return path
+
+
+def read_results_csv(path: Path | str) -> list[dict]:
+    """Reads a results.csv back, with values parsed (numbers, bools; empty -> None)."""
+    with open(path, newline="") as f:
+        return [{k: (None if v == "" else v if k in ("trial", "error", "status") else parse_value(v))
+                 for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def group_label(row: Mapping, keys: Sequence[str]) -> str:
+    """A row's group name: the value of the one key, ``k=v, ...`` for several, ``all`` for none."""
+    if not keys:
+        return "all"
+    if len(keys) == 1:
+        return format_value(row.get(keys[0]))
+    return ", ".join(f"{k}={format_value(row.get(k))}" for k in keys)
+
+
+def ordered_groups(rows: Sequence[Mapping], keys: Sequence[str]) -> dict[str, list[Mapping]]:
+    """Rows by :func:`group_label`, groups in order of first appearance."""
+    groups: dict[str, list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault(group_label(r, keys), []).append(r)
+    return groups
+
+
+def is_num(v: Any) -> bool:
+    """A real number (not a bool, not NaN): a usable metric value."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))

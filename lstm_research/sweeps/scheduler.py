@@ -1,0 +1,329 @@
+"""Runs a sweep's trials: N at a time, on a launcher (local processes or submitit jobs).
+
+:func:`run_sweep` checks the spec against its trial config, takes the sweep dir's lock, writes
+``sweep.json``, then launches trials in :meth:`SweepSpec.run_order` as slots free up, polls them,
+records each outcome in its ``status.json`` (and ``error.txt`` for a failure), and writes
+``results.csv`` at the end. Re-running the same sweep skips done trials and relaunches the others
+(the trial resumes from its own checkpoint); failed ones only with ``retry_failed``.
+SIGINT/SIGTERM to the sweep sends SIGTERM to every running trial (so it can save a checkpoint),
+waits up to ``kill_timeout`` seconds, then SIGKILLs what is left; a second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from lstm_research.errors import UserError
+from lstm_research.sweeps.check import check_spec
+from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
+from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
+from lstm_research.sweeps.results import write_results_csv
+from lstm_research.sweeps.spec import SweepSpec, Trial
+from lstm_research.sweeps.sweepdir import (
+    ERROR_TXT,
+    LOG_TAIL_LINES,
+    LOG_TXT,
+    RESULT_JSON,
+    STATUS_JSON,
+    log_tail,
+    now,
+    prepare_sweep_dir,
+    read_json,
+    repo_root,
+    sweep_lock,
+    trial_state,
+    write_json,
+)
+
+__all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "run_sweep"]
+
+EXECUTORS = ("local", "submitit_local", "slurm")
+
+
+@dataclasses.dataclass
+class SweepReport:
+    sweep_dir: Path
+    counts: dict
+    states: dict  # trial id -> status
+    interrupted: int | None = None  # the signal number that stopped the sweep, if any
+
+    @property
+    def ok(self) -> bool:
+        return self.interrupted is None and self.counts.get("done", 0) == len(self.states)
+
+
+def _describe_returncode(rc: int | None) -> str:
+    if rc is None:
+        return "no return code"
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-rc).name}"
+    if rc == 0:
+        return f"exited with code 0 but wrote no {RESULT_JSON} with status 'done'"
+    return f"exited with code {rc}"
+
+
+@dataclasses.dataclass
+class _Running:
+    trial: Trial
+    handle: Any
+    slot: int
+    log_file: Any
+    started: float
+    terminated: bool = False
+
+
+class _Sweep:
+    """One run of a sweep: the queue, the slots, the signal handling."""
+
+    def __init__(self, spec, sweep_dir, trials, *, parallel, launcher, entry, python, cwd, retry_failed,
+                 kill_timeout, env, progress):
+        self.spec, self.sweep_dir, self.trials = spec, sweep_dir, trials
+        self.parallel, self.launcher = parallel, launcher
+        self.entry, self.python, self.cwd = entry, python, cwd
+        self.retry_failed, self.kill_timeout, self.env = retry_failed, kill_timeout, env
+        self.progress = progress
+        self.stop_signal: int | None = None
+        self.force = False
+
+    # -------------------------------------------------------------- signals
+
+    def _on_signal(self, signum, _frame):
+        if self.stop_signal is not None:
+            self.force = True
+        self.stop_signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _dir(self, trial: Trial) -> Path:
+        return self.sweep_dir / trial.id
+
+    def _write_status(self, trial: Trial, **fields) -> dict:
+        path = self._dir(trial) / STATUS_JSON
+        st = read_json(path) or {}
+        st.update(fields)
+        write_json(path, st)
+        return st
+
+    def _launch(self, trial: Trial, slot: int) -> _Running:
+        tdir = self._dir(trial)
+        tdir.mkdir(parents=True, exist_ok=True)
+        st = read_json(tdir / STATUS_JSON) or {}
+        if st.get("status") == "running":
+            stop_stale_trial(st, tdir, self.kill_timeout)
+        cmd = self.spec.command(trial, str(tdir), python=self.python, entry=self.entry)
+        attempt = int(st.get("attempts", 0)) + 1
+        log_file = open(tdir / LOG_TXT, "a")  # noqa: SIM115 - closed in _finish
+        log_file.write(f"===== [sweep] attempt {attempt} started {now()}: {shlex.join(cmd)}\n")
+        log_file.flush()
+        handle, info = self.launcher.start(cmd, self.cwd, self.env, log_file, slot)
+        for stale in ("pid", "job_id", "returncode", "ended", "error"):
+            st.pop(stale, None)
+        write_json(tdir / STATUS_JSON, {**st, "status": "running", "attempts": attempt, "command": cmd,
+                                         "started": now(), **info})
+        return _Running(trial, handle, slot, log_file, time.time())
+
+    def _finish(self, run: _Running, rc: int | None, err: str | None) -> str:
+        run.log_file.close()
+        tdir = self._dir(run.trial)
+        fields: dict[str, Any] = {"returncode": rc, "ended": now(),
+                                  "duration_s": round(time.time() - run.started, 3)}
+        if trial_state(tdir)["status"] == "done":
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tdir / ERROR_TXT)
+            self._write_status(run.trial, status="done", error=None, **fields)
+            return "done"
+        if run.terminated:
+            self._write_status(run.trial, status="interrupted", **fields)
+            return "interrupted"
+        reason = err or _describe_returncode(rc)
+        tail = log_tail(tdir / LOG_TXT)
+        last = next((ln.strip() for ln in reversed(tail.splitlines())
+                     if ln.strip() and not ln.startswith("=====")), "")
+        st = self._write_status(run.trial, status="failed", error=f"{reason}: {last}" if last else reason,
+                                **fields)
+        (tdir / ERROR_TXT).write_text(
+            f"trial: {run.trial.id}\nreturncode: {rc}\nreason: {reason}\nattempt: {st.get('attempts')}\n"
+            f"command: {shlex.join(st.get('command', []))}\n"
+            f"--- last {LOG_TAIL_LINES} lines of {LOG_TXT} ---\n{tail}\n")
+        return "failed"
+
+    # -------------------------------------------------------------- main loop
+
+    def run(self) -> SweepReport:
+        states = {t.id: trial_state(self._dir(t))["status"] for t in self.trials}
+        queue = deque(t for t in self.spec.run_order(self.trials)
+                      if states[t.id] != "done" and (states[t.id] != "failed" or self.retry_failed))
+        done = sum(s == "done" for s in states.values())
+        failed = sum(s == "failed" for s in states.values())
+        skipped_failed = 0 if self.retry_failed else failed
+        failed = skipped_failed
+        msg = (f"[sweep] {self.sweep_dir}: {len(self.trials)} trials, {done} done, {len(queue)} to run"
+               + (f", {skipped_failed} failed (not rerun; pass --retry_failed)" if skipped_failed else ""))
+        tqdm.write(msg, file=sys.stderr)
+        running: dict[str, _Running] = {}
+        free_slots = list(range(self.parallel))
+        bar = tqdm(total=len(self.trials), initial=done + skipped_failed, unit="trial", file=sys.stderr,
+                   desc=self.sweep_dir.name, disable=not self.progress, dynamic_ncols=True)
+
+        def postfix():
+            bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=True)
+
+        def finish(run: _Running, rc, err):
+            nonlocal done, failed
+            status = self._finish(run, rc, err)
+            states[run.trial.id] = status
+            del running[run.trial.id]
+            free_slots.append(run.slot)
+            free_slots.sort()
+            if status in ("done", "failed"):
+                done += status == "done"
+                failed += status == "failed"
+                bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=False)
+                bar.update(1)
+            if status == "failed":
+                tqdm.write(f"[sweep] {run.trial.id} failed ({read_json(self._dir(run.trial) / STATUS_JSON)['error']});"
+                           f" see {self._dir(run.trial) / ERROR_TXT}", file=sys.stderr)
+            postfix()
+
+        postfix()
+        last_poll = 0.0
+        with self._signals():
+            try:
+                while (queue or running) and self.stop_signal is None:
+                    while queue and free_slots and self.stop_signal is None:
+                        trial = queue.popleft()
+                        running[trial.id] = self._launch(trial, free_slots.pop(0))
+                        states[trial.id] = "running"
+                        postfix()
+                    if time.time() - last_poll >= self.launcher.poll_interval:
+                        last_poll = time.time()
+                        for run in list(running.values()):
+                            res = self.launcher.poll(run.handle)
+                            if res is not None:
+                                finish(run, *res)
+                    time.sleep(0.05)
+            except KeyboardInterrupt:  # signal handlers could not be installed (not the main thread)
+                self.stop_signal = signal.SIGINT
+            finally:
+                if running:
+                    self._stop_all(running, finish)
+                bar.close()
+        counts = {s: sum(v == s for v in states.values())
+                  for s in ("done", "failed", "interrupted", "running", "pending")}
+        return SweepReport(self.sweep_dir, counts, states, self.stop_signal)
+
+    def _stop_all(self, running: dict, finish) -> None:
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "an error"
+        tqdm.write(f"[sweep] stopping on {name}: sending SIGTERM to {len(running)} running trial(s); "
+                   f"waiting up to {self.kill_timeout:g}s for them to save a checkpoint "
+                   "(signal again to kill now)", file=sys.stderr)
+        for run in running.values():
+            run.terminated = True
+            self.launcher.terminate(run.handle)
+        deadline = time.time() + self.kill_timeout
+        while running and self.launcher.wait_for_exit() and time.time() < deadline and not self.force:
+            for run in list(running.values()):
+                res = self.launcher.poll(run.handle)
+                if res is not None:
+                    finish(run, *res)
+            time.sleep(0.1)
+        for run in list(running.values()):
+            if self.launcher.wait_for_exit():
+                self.launcher.kill(run.handle)
+            res = self.launcher.poll(run.handle) if self.launcher.wait_for_exit() else None
+            finish(run, *(res or (None, None)))
+
+
+def run_sweep(
+    spec: SweepSpec,
+    sweep_dir: Path | str,
+    *,
+    parallel: int = 1,
+    executor: str = "local",
+    entry: str = "run.py",
+    python: str | None = None,
+    cwd: Path | str | None = None,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    kill_timeout: float = 60.0,
+    gpus: Sequence[str] | None = None,
+    submitit_options: SubmititOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    progress: bool = True,
+    write_results: bool = True,
+) -> SweepReport:
+    """Runs (or resumes) a sweep; returns when every trial finished or a signal stopped it.
+
+    Args:
+      parallel: trials running at once (local processes, or submitted submitit jobs).
+      executor: ``local`` (subprocesses), ``submitit_local`` (submitit's LocalExecutor) or ``slurm``.
+      entry, python, cwd: each trial runs ``python entry --config=... --config.k=v ... --workdir=DIR``
+        in ``cwd`` (default: the repo root).
+      gpus: local executor only: device ids handed out round-robin per slot via CUDA_VISIBLE_DEVICES.
+      env: extra environment variables for the trials. With ``parallel > 1`` the local executor also sets
+        ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (unless set) so JAX trials can share a GPU.
+    """
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if int(parallel) < 1:
+        raise UserError(f"--parallel must be >= 1 (trials at once), got {parallel}")
+    if float(kill_timeout) < 0:
+        raise UserError(f"--kill_timeout must be >= 0 seconds, got {kill_timeout}")
+    sweep_dir = Path(sweep_dir).resolve()
+    cwd = Path(cwd).resolve() if cwd is not None else repo_root()
+    entry_path = Path(entry) if Path(entry).is_absolute() else cwd / entry
+    if not entry_path.is_file():
+        raise UserError(
+            f"trial entry point {entry!r} not found (looked for {entry_path}); trials run "
+            "'python run.py --config=... --workdir=...' from the repo root -- pass --entry/--cwd otherwise")
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise UserError(f"--sweep_dir {sweep_dir} is a file; pass a directory")
+    check_spec(spec, cwd)  # every key and value against the trial config, before anything is written
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if executor == "local" and int(parallel) > 1:
+        full_env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(sweep_dir):
+        trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite)
+        if executor == "local":
+            launcher: Any = LocalLauncher(gpus)
+        else:
+            launcher = SubmititLauncher(executor, sweep_dir / "_submitit",
+                                        submitit_options or SubmititOptions(), kill_timeout)
+        sweep = _Sweep(spec, sweep_dir, trials, parallel=int(parallel), launcher=launcher, entry=str(entry),
+                       python=python or sys.executable, cwd=cwd, retry_failed=retry_failed,
+                       kill_timeout=float(kill_timeout), env=full_env, progress=progress)
+        try:
+            report = sweep.run()
+        finally:
+            if write_results:  # also when interrupted: results.csv then lists the unfinished trials
+                try:
+                    write_results_csv(sweep_dir)
+                except Exception as e:  # noqa: BLE001 - never mask the sweep's own outcome
+                    tqdm.write(f"[sweep] could not write results.csv: {e}", file=sys.stderr)
+    return report
