@@ -35,8 +35,8 @@ import numpy as np  # noqa: E402
 
 from lstm_research.errors import UserError  # noqa: E402
 from lstm_research.sweeps.importance import Forest  # noqa: E402
-from lstm_research.sweeps.spec import parse_assignment, parse_distribution  # noqa: E402
-from lstm_research.sweeps.summary import read_results_csv  # noqa: E402
+from lstm_research.sweeps.values import parse_assignment, parse_distribution  # noqa: E402
+from lstm_research.sweeps.results import read_results_csv  # noqa: E402
 
 TOP_PAIRS = 6
 
