@@ -124,6 +124,11 @@ def test_summary_statistics_tests_csv_and_markdown(tmp_path):
     assert "| nig | 4 | 0 | 1.5 | 1.65 | 1.675 | 0.1708 | +0.525 |" in md
     assert md.count("| worse |") == 2 and md.count("| better |") == 2  # test and valid tables
     assert "## Failed trials" in md and "boom" in md
+    # paired on seed (every variant ran seeds 0-3): worse on k of n pairs, sign test 2 * P(X >= k)
+    assert "| worse on paired draws | sign-test p |" in md
+    assert "| worse | 4/4 | 0.125 |" in md  # nig: 2 / 2^4
+    assert "| better | 0/4 | 0.125 |" in md  # np
+    assert "| n.s. | 3/3 | 0.25 |" in md  # cifg: seed 3 failed, 2 / 2^3
 
 
 def test_higher_is_better_flips_best_and_verdicts(tmp_path):
@@ -228,3 +233,21 @@ def test_top_fraction_analysis_ranks_by_validation(tmp_path):
     assert (sweep / "box_nll_top.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="fraction in"):
         top_rows(rows, metric="nll", keys=["model.cell"], fraction=0)
+
+
+def test_sign_test_on_paired_draws_closed_form():
+    """11 draws shared by two variants: one tie, the other worse on 9 of the remaining 10. Two-sided
+    sign test by hand: P(X >= 9 | n=10, 1/2) = 11/1024, doubled."""
+    from lstm_research.sweeps.summary import sign_test
+
+    base = [{"status": "done", "train.lr": i, "test_nll": 10.0} for i in range(11)]
+    other = [{"status": "done", "train.lr": i, "test_nll": 10.0 + (1 if i < 9 else -1 if i == 9 else 0)}
+             for i in range(11)]
+    other.append({"status": "failed", "train.lr": 99, "test_nll": None})  # unpaired: left out
+    worse, pairs, p = sign_test(other, base, col="test_nll", pair_keys=["train.lr"])
+    assert (worse, pairs) == (9, 10)
+    assert p == pytest.approx(22 / 1024)
+    # higher is better flips what counts as worse
+    worse, pairs, _ = sign_test(other, base, col="test_nll", pair_keys=["train.lr"],
+                                lower_is_better=False)
+    assert (worse, pairs) == (1, 10)

@@ -7,6 +7,11 @@ Groups: by default ``model.cell`` when it is swept, else the swept grid/zip keys
 std (sample std, ddof=1) of the final test metric, and Welch's t-test
 (``scipy.stats.ttest_ind(equal_var=False)``) against the baseline group, with a verdict at ``alpha``:
 ``better`` / ``worse`` (respecting ``lower_is_better``) or ``n.s.``.
+
+Where every group ran the same draws of the other swept keys (an ablation over a random search:
+draw j has the same hyperparameters for every variant), each group is also compared with the
+baseline draw by draw: how often it is worse, and the two-sided sign test of that count
+(``scipy.stats.binomtest``, ties left out).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "group_stats",
     "read_results_csv",
     "resolve_baseline",
+    "sign_test",
     "summarize",
     "top_rows",
     "verdict",
@@ -139,9 +145,28 @@ class GroupStats(dict):
     __getattr__ = dict.get
 
 
+def sign_test(rows: Sequence[Mapping], base_rows: Sequence[Mapping], *, col: str,
+              pair_keys: Sequence[str], lower_is_better: bool = True) -> tuple[int, int, float]:
+    """Paired comparison with the baseline on the draws both finished (matched on
+    ``pair_keys``): (times worse, pairs without a tie, two-sided sign-test p)."""
+    from scipy import stats
+
+    def by_draw(rs):
+        return {tuple(format_value(r.get(k)) for k in pair_keys): float(r[col]) for r in rs
+                if r["status"] == "done" and is_num(r.get(col))}
+
+    mine, base = by_draw(rows), by_draw(base_rows)
+    diffs = [mine[d] - base[d] for d in mine.keys() & base.keys() if mine[d] != base[d]]
+    worse = sum((d > 0) == lower_is_better for d in diffs)
+    p = stats.binomtest(worse, len(diffs)).pvalue if diffs else math.nan
+    return worse, len(diffs), float(p)
+
+
 def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], baseline: str | None,
-                lower_is_better: bool = True, alpha: float = 0.05, split: str = "test") -> list[GroupStats]:
-    """Statistics of ``<split>_<metric>`` per group, with Welch tests against the baseline group."""
+                lower_is_better: bool = True, alpha: float = 0.05, split: str = "test",
+                pair_keys: Sequence[str] = ()) -> list[GroupStats]:
+    """Statistics of ``<split>_<metric>`` per group, with Welch tests against the baseline group
+    and, given ``pair_keys`` (the keys that identify a draw), the paired sign test."""
     col = f"{split}_{metric}"
     groups = ordered_groups(rows, keys)
     values = {g: [float(r[col]) for r in rs if r["status"] == "done" and is_num(r.get(col))]
@@ -161,6 +186,10 @@ def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], ba
             t, p = welch_test(values[g], base or [])
             s.update(t=t, p=p, delta=d["mean"] - base_mean,
                      verdict=verdict(d["mean"], base_mean, p, alpha=alpha, lower_is_better=lower_is_better))
+            if pair_keys:
+                worse, pairs, sign_p = sign_test(rs, groups[baseline], col=col, pair_keys=pair_keys,
+                                                 lower_is_better=lower_is_better)
+                s.update(worse=worse, pairs=pairs, sign_p=sign_p)
         out.append(s)
     return out
 
@@ -180,6 +209,13 @@ def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
     return lines
+
+
+def _same_draws(rows: Sequence[Mapping], keys: Sequence[str], pair_keys: Sequence[str]) -> bool:
+    """Whether every group ran the same set of draws (values of ``pair_keys``)."""
+    draws = [{tuple(format_value(r.get(k)) for k in pair_keys) for r in rs}
+             for rs in ordered_groups(rows, keys).values()]
+    return len(draws) > 1 and all(d == draws[0] for d in draws)
 
 
 def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *, metric: str | None,
@@ -206,6 +242,9 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
         lines.append("No baseline group (pass --baseline to test groups against one).")
     lines.append("")
     sections = [("test", rows, f"## test `{metric}` by group"), ("valid", rows, f"## valid `{metric}` by group")]
+    # draws are paired when every group ran the same values of the other swept keys
+    pair_keys = [k for k in info["swept_keys"] if k not in keys]
+    paired = bool(pair_keys) and baseline is not None and _same_draws(rows, keys, pair_keys)
     if top is not None and metric is not None:
         if top_subset is None:
             top_subset = top_rows(rows, metric=metric, keys=keys, fraction=top,
@@ -215,14 +254,18 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
     for split, subset, title in sections if metric is not None else ():
         if not any(is_num(r.get(f"{split}_{metric}")) for r in subset):
             continue
+        pairs_here = paired and subset is rows  # a top subset breaks the pairs
         stats_ = group_stats(subset, metric=metric, keys=keys, baseline=baseline,
-                             lower_is_better=lower_is_better, alpha=alpha, split=split)
+                             lower_is_better=lower_is_better, alpha=alpha, split=split,
+                             pair_keys=pair_keys if pairs_here else ())
         lines += [title, ""]
         show_unfinished = any(s.unfinished for s in stats_)
         header = ["group", "n", "failed", *(["unfinished"] if show_unfinished else []),
                   "best", "median", "mean", "std"]
         if baseline is not None:
             header += ["Δ mean", "t", "p", f"vs {baseline}"]
+        if pairs_here:
+            header += ["worse on paired draws", "sign-test p"]
         body = []
         for s in stats_:
             row = [f"**{s.label}**" if s.label == baseline else s.label, s.n, s.failed,
@@ -232,6 +275,9 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
                 row += [_f(s.get("delta"), "+.4g") if s.label != baseline else "",
                         _f(s.t, ".3f") if s.label != baseline else "",
                         _f(s.p, ".3g") if s.label != baseline else "", s.verdict]
+            if pairs_here:
+                row += [f"{s.worse}/{s.pairs}" if s.pairs is not None else "",
+                        _f(s.sign_p, ".3g") if s.pairs is not None else ""]
             body.append(row)
         lines += _table(header, body) + [""]
     done = [r for r in rows if metric is not None and r["status"] == "done" and is_num(r.get(f"test_{metric}"))]
