@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lstm_research import models, tasks
+from lstm_research import models, numerics, tasks
 from lstm_research.training import optim, parallel
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.reporting import Reporter
@@ -304,6 +304,7 @@ class Trainer:
                   "steps": meta["step"], "stopped": meta["stopped"] or "all steps done",
                   "wall_time": round(wall, 2), "num_params": n_params,
                   "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+                  "numerics": numerics.fingerprint(),  # what else decides the float results
                   "config": json.loads(self.config.to_json_best_effort())}
         if self.is_main:
             (self.workdir / "result.json").write_text(json.dumps(result, indent=2))
