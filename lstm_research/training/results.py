@@ -7,6 +7,8 @@ import json
 import jax
 import numpy as np
 
+from lstm_research import numerics
+
 
 def merge_eval_sums(sums: dict | None, new: dict) -> dict:
     """Add one batch's metric sums to the running ones (keys starting with ``max`` take the
@@ -26,6 +28,7 @@ def run_result(config, task, *, valid, test, best_step, steps, stopped, wall_tim
             "steps": steps, "stopped": stopped,
             "wall_time": wall_time, "num_params": num_params, **extra,
             "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+            "numerics": numerics.fingerprint(),  # what else decides the float results
             "config": json.loads(config.to_json_best_effort())}
 
 
