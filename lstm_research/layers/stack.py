@@ -1,4 +1,6 @@
-"""Stacked (optionally bidirectional) recurrent layers with dropout, zoneout and masking."""
+"""Stacked (optionally bidirectional) recurrent layers with dropout, zoneout and masking; the
+switches of how each layer runs over time (``parallel``, ``remat``, ``unroll``, ``fused``) are
+:class:`Stack` fields."""
 from __future__ import annotations
 
 import dataclasses
@@ -35,14 +37,14 @@ class Stack:
       2016), one mask per sequence and layer;
     * ``zoneout``: zoneout on the carry (Krueger et al. 2017), a float or {carry key: rate}.
 
-How each layer runs over time (same results, different speed and memory):
+    How each layer runs over time (same results up to float rounding; speed and memory differ):
 
-* ``parallel``: the cell's parallel-over-time form (minLSTM, minGRU);
-* ``remat``: recompute each step's activations in the backward pass;
-* ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
-* ``fused``: ``"auto"`` (default) takes the fused LSTM layer / the chunked parallel form on
-  CPUs where they support the configuration, ``True`` requires them, ``False`` never uses
-  them (see :func:`lstm_research.layers.scan.scan`).
+    * ``parallel``: the cell's parallel-over-time form (minLSTM, minGRU);
+    * ``remat``: recompute each step's activations in the backward pass;
+    * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
+    * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
+      parallel form, where they support the configuration; ``True`` requires them; ``False``
+      never uses them (see :func:`lstm_research.layers.scan.scan`).
 
     Params: ``{"layers": [{"fwd": cell params, "bwd": cell params (bidirectional)}, ...]}``.
     Carries: a list (one per layer) of ``{"fwd": carry, "bwd": carry}``.
