@@ -1,12 +1,16 @@
 """The fused LSTM path (hand-written backward) against autodiff of the generic scan: outputs, final
 carries and gradients with respect to params, inputs and the initial carry, for every supported
-configuration; and the dispatch (what falls back to the generic scan)."""
+configuration; the dispatch (what falls back to the generic scan), the ``Stack`` fields ``fused``
+and ``unroll``, and the chunked parallel form of minLSTM/minGRU against the associative scan."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lstm_research import cells
+from lstm_research.errors import UserError
 from lstm_research.layers import Stack, fused, scan
 
 T, B, I, H = 7, 3, 5, 4
@@ -107,29 +111,65 @@ def test_fused_matches_autodiff_with_options():
 
 
 def test_stack_uses_fused_path_and_matches():
-    stack = Stack(cells.get("lstm", H), num_layers=2, bidirectional=True)
-    params = stack.init(jax.random.key(1), I)
+    """``Stack(fused=...)``: "auto" (the default) takes the fused path, False the generic scan;
+    same values and gradients."""
+    auto = Stack(cells.get("lstm", H), num_layers=2, bidirectional=True)
+    assert auto.fused == "auto"
+    generic = dataclasses.replace(auto, fused=False)
+    params = auto.init(jax.random.key(1), I)
     xs = jax.random.normal(jax.random.key(2), (B, T, I))
     lengths = jnp.array([T, 4, 1])
 
-    def loss(params, xs):
-        ys, carries = stack.apply(params, xs, lengths=lengths)
-        return jnp.sum(jnp.tanh(ys)) + sum(jnp.sum(c["fwd"]["c"]) for c in carries)
+    def loss_of(stack):
+        def loss(params, xs):
+            ys, carries = stack.apply(params, xs, lengths=lengths)
+            return jnp.sum(jnp.tanh(ys)) + sum(jnp.sum(c["fwd"]["c"]) for c in carries)
+        return loss
 
     def both(params, xs):
-        out = []
-        for on in (False, True):
-            with fused.enabled(on):
-                out.append(jax.value_and_grad(loss, argnums=(0, 1))(params, xs))
-        return out
+        return [jax.value_and_grad(loss_of(s), argnums=(0, 1))(params, xs)
+                for s in (generic, auto)]
     out = jax.jit(both, compiler_options=FAST_COMPILE)(params, xs)
     for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
-    # the fused path really runs: its custom_vjp shows up in the jaxpr (fresh lambdas: make_jaxpr
-    # caches traces per function)
-    assert "custom_vjp" in str(jax.make_jaxpr(lambda p, x: loss(p, x))(params, xs))
-    with fused.enabled(False):
-        assert "custom_vjp" not in str(jax.make_jaxpr(lambda p, x: loss(p, x))(params, xs))
+    # the fused path really runs: its custom_vjp shows up in the jaxpr
+    assert "custom_vjp" in str(jax.make_jaxpr(loss_of(auto))(params, xs))
+    assert "custom_vjp" in str(jax.make_jaxpr(loss_of(
+        dataclasses.replace(auto, fused=True)))(params, xs))
+    assert "custom_vjp" not in str(jax.make_jaxpr(loss_of(generic))(params, xs))
+
+
+def test_stack_fused_field_checked_and_required():
+    cell = cells.get("lstm", H)
+    for bad in ("yes", None, 1):
+        with pytest.raises(UserError, match="fused must be one of"):
+            Stack(cell, fused=bad)
+    stack = Stack(cells.get("layernorm_lstm", H), fused=True)
+    params = stack.init(jax.random.key(0), I)
+    with pytest.raises(UserError, match="fused path does not support this: layer_norm"):
+        jax.eval_shape(stack.apply, params, jnp.ones((B, T, I)))
+
+
+def test_stack_unroll_same_results_on_both_paths():
+    """``unroll`` reaches the fused loops and the generic scan alike and changes no value."""
+    base = Stack(cells.get("vanilla", H), num_layers=2)
+    params = base.init(jax.random.key(4), I)
+    xs = jax.random.normal(jax.random.key(5), (B, T, I))
+    lengths = jnp.array([T, 4, 1])
+    stacks = [dataclasses.replace(base, unroll=u, fused=f) for f in ("auto", False)
+              for u in (1, 3)]
+
+    def run(params, xs):
+        return [jax.value_and_grad(lambda p, x: jnp.sum(
+            jnp.sin(s.apply(p, x, lengths=lengths)[0])), argnums=(0, 1))(params, xs)
+            for s in stacks]
+    out = jax.jit(run, compiler_options=FAST_COMPILE)(params, xs)
+    for other in out[1:]:
+        for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(other)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+    for bad in (0, -1, 1.5):
+        with pytest.raises(UserError, match="unroll must be a positive int"):
+            dataclasses.replace(base, unroll=bad)
 
 
 @pytest.mark.parametrize("spec,kwargs,reason", [
@@ -155,23 +195,6 @@ def test_unsupported_configurations_fall_back(spec, kwargs, reason):
     # "auto" falls back to the generic scan (traced only: no compilation needed)
     jaxpr = str(jax.make_jaxpr(lambda p, x, c: scan(cell, p, x, c, **kwargs))(params, xs, carry))
     assert "custom_vjp" not in jaxpr
-
-
-def test_chunked_linear_recurrence():
-    k = jax.random.split(jax.random.key(3), 3)
-
-    def run(T_, chunk):
-        a = jax.random.uniform(k[0], (T_, 2, 3))
-        b = jax.random.normal(k[1], (T_, 2, 3))
-        h0 = jax.random.normal(k[2], (2, 3))
-        h, ref = h0, []
-        for t in range(T_):
-            h = a[t] * h + b[t]
-            ref.append(h)
-        return fused.chunked_linear_recurrence(a, b, h0, chunk), jnp.stack(ref)
-    for T_, chunk in [(13, 4), (16, 4), (5, None), (1, None)]:  # ragged, even, default chunks
-        hs, ref = jax.jit(run, static_argnums=(0, 1), compiler_options=FAST_COMPILE)(T_, chunk)
-        np.testing.assert_allclose(np.asarray(hs), np.asarray(ref), rtol=1e-5, atol=1e-6)
 
 
 def test_chunked_parallel_form_matches_associative_scan():

@@ -1,5 +1,6 @@
 """The scanned stack core: padding masks in both directions, what each Greff ablation switch
 changes (read off the carries), error messages, bfloat16, remat, dropout / zoneout, jit."""
+import dataclasses
 import itertools
 
 import jax
@@ -9,6 +10,7 @@ import pytest
 
 from lstm_research import cells
 from lstm_research.cells import CellConfigError
+from lstm_research.errors import UserError
 from lstm_research.layers import Stack
 
 from conftest import fast_jit
@@ -197,6 +199,36 @@ def test_contradictory_switches_refused_with_reason():
         cells.get("lstmp", H)
     with pytest.raises(CellConfigError, match="divide"):
         cells.get("mlstm", H, num_heads=4)
+
+
+def test_cell_config_errors_are_user_errors():
+    assert issubclass(CellConfigError, UserError) and issubclass(CellConfigError, ValueError)
+    with pytest.raises(UserError, match="hidden_size"):
+        cells.get("lstm", 0)
+    with pytest.raises(UserError, match="must be in"):
+        Stack(cells.get("lstm", H), dropout=1.5)
+
+
+def test_switch_of_a_type_the_base_does_not_know_is_left_to_the_cell():
+    """A new cell may have switches of any type (here ``tuple[int, ...]``): the base checks the
+    types it knows (int, bool, str, float, float | None) and leaves the others to ``validate``."""
+    @dataclasses.dataclass(frozen=True)
+    class Banded(cells.GRU):
+        bands: tuple[int, ...] = (1, 2)
+        scale: float = 1.0
+
+        def validate(self):
+            if not all(isinstance(b, int) for b in self.bands):
+                raise CellConfigError(f"bands must be ints, got {self.bands!r}")
+
+    assert Banded(hidden_size=H, bands=(3, 4, 5)).bands == (3, 4, 5)
+    with pytest.raises(CellConfigError, match="bands must be ints"):
+        Banded(hidden_size=H, bands=("a",))
+    # known types are still checked, naming the switch and its type
+    with pytest.raises(CellConfigError, match="switch scale='big' must be of type float"):
+        Banded(hidden_size=H, scale="big")
+    with pytest.raises(CellConfigError, match="switch reset_after=1 must be of type bool"):
+        Banded(hidden_size=H, reset_after=1)
 
 
 def test_wrong_input_shape_names_expected_and_given():

@@ -15,12 +15,16 @@ Weights multiply from the right (``x @ w_x``), so ``w_x`` has shape ``[input, ga
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
-from typing import Any, Callable, Mapping
+import re
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from lstm_research.errors import UserError
 
 Params = dict
 Carry = dict
@@ -36,11 +40,14 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+#: switch annotation -> the types its values may have (``bool`` only where listed: True is an
+#: int to Python). Switches annotated otherwise (``tuple[int, ...]``, ...) are not type-checked
+#: here; the cell's ``validate`` checks them.
 _TYPES = {"int": (int,), "bool": (bool,), "str": (str,), "float": (int, float),
           "float | None": (int, float, type(None))}
 
 
-class CellConfigError(ValueError):
+class CellConfigError(UserError):
     """An unknown cell or switch name, a bad switch value, or contradictory switches."""
 
 
@@ -70,10 +77,14 @@ class Cell:
             raise CellConfigError(f"hidden_size must be a positive int, got {self.hidden_size!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            allowed = _TYPES[str(f.type)]
+            # the annotation as written (a string under ``from __future__ import annotations``)
+            type_name = f.type.__name__ if type(f.type) is type else str(f.type)
+            allowed = _TYPES.get(type_name)
+            if allowed is None:
+                continue
             if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
                 raise CellConfigError(
-                    f"{self.name}: switch {f.name}={value!r} must be of type {f.type}")
+                    f"{self.name}: switch {f.name}={value!r} must be of type {type_name}")
         self.validate()
 
     def validate(self) -> None:
@@ -86,9 +97,6 @@ class Cell:
     @property
     def output_size(self) -> int:
         return self.hidden_size
-
-    def switches(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     # --- the interface -------------------------------------------------------------------
     def init(self, key: jax.Array, input_size: int) -> Params:
@@ -106,14 +114,6 @@ class Cell:
     def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
         """One time step on raw input ``x`` of shape ``[..., input_size]``."""
         return self.recur(params, carry, self.project(params, x))
-
-    def check_input(self, params: Params, x: jax.Array) -> None:
-        """Raise a clear error if ``x``'s feature size differs from what ``params`` expect."""
-        expected = input_size_of(params)
-        if expected is not None and x.shape[-1] != expected:
-            raise ValueError(
-                f"{self.name}: expected inputs with last dimension {expected} "
-                f"(shape [..., {expected}]), got shape {tuple(x.shape)}")
 
 
 def input_size_of(params: Params) -> int | None:
@@ -161,9 +161,6 @@ def parse_switch_value(text: str) -> Any:
     str ``3``; anything else (``tanh``, ``inf``, ``a:b``) -> the stripped string. A malformed
     tuple/list literal raises :class:`CellConfigError`.
     """
-    import ast
-    import re
-
     s = text.strip()
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
         return s[1:-1]
@@ -188,6 +185,3 @@ def parse_switch_value(text: str) -> Any:
         return as_tuples(value)
     return s
 
-
-def fields_of(cls) -> Mapping[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}

@@ -1,6 +1,6 @@
 """minLSTM and minGRU (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All We
 Needed?"): gates that read only the input, so the recurrence h_t = a_t * h_{t-1} + b_t is linear
-in h and can run over time as a parallel (associative) scan.
+in h and can run over time as a parallel scan (:mod:`lstm_research.cells.linear_recurrence`).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_research.cells import base
+from lstm_research.cells.linear_recurrence import linear_recurrence, linear_recurrence_log
 
 
 def g(x):
@@ -20,32 +21,6 @@ def g(x):
 def log_g(x):
     """log g(x), computed stably (Feng et al. 2024, Listing 8)."""
     return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
-
-
-def linear_recurrence_log(log_a, log_b, h0):
-    """h_t = a_t h_{t-1} + b_t over axis 0 with a, b > 0 given in log space.
-
-    An associative scan of (log A, log B) pairs, (A1, B1) then (A2, B2) -> (A1 A2, A2 B1 + B2),
-    gives h_t = B_t + A_t h0; the h0 term is added in linear space so that any h0 works.
-    """
-    def combine(p1, p2):
-        la1, lb1 = p1
-        la2, lb2 = p2
-        return la1 + la2, jnp.logaddexp(lb1 + la2, lb2)
-
-    log_A, log_B = jax.lax.associative_scan(combine, (log_a, log_b))
-    return jnp.exp(log_B) + jnp.exp(log_A) * h0
-
-
-def linear_recurrence(a, b, h0):
-    """h_t = a_t h_{t-1} + b_t over axis 0, for any signs, by an associative scan."""
-    def combine(p1, p2):
-        a1, b1 = p1
-        a2, b2 = p2
-        return a1 * a2, a2 * b1 + b2
-
-    A, B = jax.lax.associative_scan(combine, (a, b))
-    return B + A * h0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,24 +46,28 @@ class _MinRNN(base.Cell):
         h = a * carry["h"] + b
         return {"h": h}, h
 
-    def scan_parallel(self, params, px, carry, valid=None):
+    def scan_parallel(self, params, px, carry, valid=None, method="associative"):
         """All time steps at once (time-major ``px`` [T, B, ...]); ``valid`` [T, B] masks steps
-        past each sequence's end (state frozen there, outputs zero)."""
+        past each sequence's end (state frozen there, outputs zero).
+
+        ``method="associative"``: an associative scan, in log space with the positive
+        candidate; ``"chunked"``: the chunked recurrence on the linear-space coefficients
+        (the fast form on CPUs). See :mod:`lstm_research.cells.linear_recurrence`.
+        """
         del params
         h0 = carry["h"]
-        if self.positive_candidate:
+        v = None if valid is None else valid[..., None]
+        if self.positive_candidate and method == "associative":
             log_a, log_b = self.log_coefficients(px)
-            if valid is not None:
-                v = valid[..., None]
+            if v is not None:
                 log_a, log_b = jnp.where(v, log_a, 0.0), jnp.where(v, log_b, -jnp.inf)
             hs = linear_recurrence_log(log_a, log_b, h0)
         else:
             a, b = self.coefficients(px)
-            if valid is not None:
-                v = valid[..., None]
+            if v is not None:
                 a, b = jnp.where(v, a, 1.0), jnp.where(v, b, 0.0)
-            hs = linear_recurrence(a, b, h0)
-        ys = hs if valid is None else jnp.where(valid[..., None], hs, 0.0)
+            hs = linear_recurrence(a, b, h0, method=method)
+        ys = hs if v is None else jnp.where(v, hs, 0.0)
         return {"h": hs[-1]}, ys
 
 

@@ -1,6 +1,6 @@
-"""Fast paths behind :func:`lstm_research.layers.scan.scan`: a fused LSTM-family layer with a
-hand-written backward pass (``jax.custom_vjp``), and on CPUs a chunked linear recurrence for the
-parallel form of minLSTM/minGRU.
+"""The fused LSTM-family layer behind :func:`lstm_research.layers.scan.scan`: the forward loop
+and a hand-written backward pass (``jax.custom_vjp``) for the :class:`~lstm_research.cells.lstm.LSTM`
+cell. ``Stack(cell, fused="auto")`` (the default) uses it wherever :func:`unsupported` allows.
 
 ``jax.grad`` of the generic scan computes, inside its reverse loop, the weight-gradient outer
 products of every step and accumulates them in the loop carry. The fused layer does what cuDNN
@@ -38,49 +38,20 @@ checks outputs and gradients with respect to params, inputs and the initial carr
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from lstm_research.cells.base import Cell
+from lstm_research.cells.lstm import LSTM
 
 _SUPPORTED_ACT = ("tanh", "identity")
 
 
-#: "auto" dispatch in :func:`lstm_research.layers.scan.scan` is on while this is True; flip it
-#: with :func:`enabled` (read at trace time, so it affects functions traced afterwards).
-ENABLED = True
-
-
-@contextlib.contextmanager
-def enabled(on: bool):
-    """``with fused.enabled(False): ...`` traces the generic scan where "auto" would fuse."""
-    global ENABLED
-    old, ENABLED = ENABLED, on
-    try:
-        yield
-    finally:
-        ENABLED = old
-
-
-def unsupported(cell: Cell, *, recurrent_mask=None, zoneout=None, parallel=False,
-                remat=False, unroll=1) -> str | None:
-    """Why the fast paths of this module cannot run this configuration (None if they can)."""
-    from lstm_research.cells.lstm import LSTM  # local import: cells import layers lazily
-    if not ENABLED:
-        return "disabled by lstm_research.layers.fused.enabled(False)"
-    if parallel:
-        if not cell.has_parallel_form:
-            return f"cell {cell.name!r} has no parallel form"
-        if recurrent_mask is not None or zoneout:
-            return "recurrent dropout or zoneout with the parallel form"
-        if jax.default_backend() != "cpu":
-            return "chunked parallel form is for CPUs (elsewhere: the associative scan)"
-        return None
+def unsupported(cell: Cell, *, zoneout=None, remat=False) -> str | None:
+    """Why the fused layer cannot run this configuration (None if it can)."""
     if type(cell) is not LSTM:
         return f"cell {cell.name!r} is not the LSTM family"
     if zoneout:
@@ -99,33 +70,6 @@ def unsupported(cell: Cell, *, recurrent_mask=None, zoneout=None, parallel=False
         if getattr(cell, what) not in _SUPPORTED_ACT:
             return f"{what}={getattr(cell, what)!r}"
     return None
-
-
-def retain_freed_memory(trim_threshold: int = 2**31 - 1) -> bool:
-    """Make glibc's ``malloc`` keep freed memory for reuse instead of handing it back to the OS:
-    ``mallopt`` with ``M_MMAP_MAX = 0``, a large ``M_TRIM_THRESHOLD`` and ``M_ARENA_MAX = 1``
-    (the same as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1`` in
-    the environment). Returns whether it applied (Linux with glibc only). Process-wide and
-    opt-in: call it once at the start of the program, before the first JAX computation (threads
-    that already have their own malloc arena keep it).
-
-    XLA on CPU allocates each execution's buffers afresh; blocks over 32 MB (or 64 MB from a
-    thread's own arena) come from ``mmap`` and go back with ``munmap``, so every training step
-    page-faults and zero-fills its whole working set again. For a 2-layer LSTM step at B=64,
-    T=100, I=88, H=128: 19000 page faults and ~36 ms of kernel time per step, 77 ms -> 49 ms
-    with this call. It helps every framework in the process (PyTorch's LSTM there: 53 -> 35 ms);
-    the cost is that the process's RSS stays at its peak.
-    """
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-    return (bool(mallopt(M_ARENA_MAX, 1)) and bool(mallopt(M_MMAP_MAX, 0))
-            and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold))))
 
 
 class _Spec(NamedTuple):
@@ -151,19 +95,13 @@ def _spec(cell, masked, dropmask, unroll):
                  unroll=unroll)
 
 
-def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=None, unroll=1,
-               parallel=False):
-    """Run ``cell`` over time-major ``xs`` [T, B, I] from ``carry``; return ``(final carry,
-    ys [T, B, H])`` like the generic scan with ``reverse=False`` (the caller reverses).
+def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=None, unroll=1):
+    """Run the LSTM ``cell`` over time-major ``xs`` [T, B, I] from ``carry``; return ``(final
+    carry, ys [T, B, H])`` like the generic scan with ``reverse=False`` (the caller reverses).
     ``lengths`` [B] masks steps past each sequence's end; ``recurrent_mask`` [B, H] multiplies
     h before every recurrent matmul. Check :func:`unsupported` first.
-
-    LSTM family: the fused layer with its hand-written backward. ``parallel`` (minLSTM,
-    minGRU): :func:`chunked_linear_recurrence`.
     """
     T = xs.shape[0]
-    if parallel:
-        return _parallel_chunked(cell, params, xs, carry, lengths)
     spec = _spec(cell, lengths is not None, recurrent_mask is not None, unroll)
     valid = None
     if lengths is not None:
@@ -172,88 +110,6 @@ def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=No
     hT, cT, ys = _lstm(spec, params["w_x"], params["w_h"], params["b"], peeps, xs,
                        carry["h"], carry["c"], valid, recurrent_mask)
     return {"c": cT, "h": hT}, ys
-
-
-# --- minLSTM / minGRU on CPUs ---------------------------------------------------------------
-def chunked_linear_recurrence(a, b, h0, chunk=None):
-    """``h_t = a_t * h_{t-1} + b_t`` over axis 0 of ``a``, ``b`` [T, ...] from ``h0`` [...].
-
-    The time axis is cut into chunks of ``chunk`` steps (default: about sqrt(T), a power of 2):
-    a loop of ``chunk`` steps runs every chunk at once from state 0 (keeping only its end
-    state and the product of its ``a``), a loop over the chunks carries the state from chunk to
-    chunk, and a second loop of ``chunk`` steps recomputes every chunk from its true incoming
-    state. About 3*sqrt(T) loop steps instead of T, 2x the elementwise work of the sequential
-    loop, against the associative scan's ~2*log2(T) passes over whole arrays (4-8x slower than
-    the sequential loop on 2 CPU cores at T = 4096). The backward pass (custom VJP) is the same
-    recurrence run backwards in time, so nothing per step is stored but ``h``.
-    """
-    return _linrec(a, b, h0, chunk)
-
-
-def _chunk_len(T, chunk):
-    return min(T, chunk or max(8, 1 << round(math.log2(max(T, 1)) / 2)))
-
-
-def _linrec_forward(a, b, h0, chunk):
-    T = a.shape[0]
-    L = _chunk_len(T, chunk)
-    C = -(-T // L)
-    if C * L != T:  # pad with identity steps (a = 1, b = 0)
-        pad = ((0, C * L - T),) + ((0, 0),) * (a.ndim - 1)
-        a = jnp.pad(a, pad, constant_values=1)
-        b = jnp.pad(b, pad)
-    # [T, ...] -> [L, C, ...]: step within the chunk first
-    ac = jnp.swapaxes(a.reshape((C, L) + a.shape[1:]), 0, 1)
-    bc = jnp.swapaxes(b.reshape((C, L) + b.shape[1:]), 0, 1)
-    shape = (C,) + a.shape[1:]
-
-    def ends(carry, ab):
-        A, Bv = carry
-        return (ab[0] * A, ab[0] * Bv + ab[1]), None
-
-    (A_end, B_end), _ = jax.lax.scan(ends, (jnp.ones(shape, a.dtype), jnp.zeros(shape, b.dtype)),
-                                     (ac, bc))
-    _, h_in = jax.lax.scan(lambda h, ab: (ab[0] * h + ab[1], h), h0, (A_end, B_end))
-
-    def run(h, ab):
-        h = ab[0] * h + ab[1]
-        return h, h
-
-    _, hs = jax.lax.scan(run, h_in, (ac, bc))
-    return jnp.swapaxes(hs, 0, 1).reshape((C * L,) + hs.shape[2:])[:T]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _linrec(a, b, h0, chunk):
-    return _linrec_forward(a, b, h0, chunk)
-
-
-def _linrec_fwd(a, b, h0, chunk):
-    hs = _linrec_forward(a, b, h0, chunk)
-    return hs, (a, hs, h0)
-
-
-def _linrec_bwd(chunk, res, dhs):
-    # g_t = dh_t + a_{t+1} g_{t+1}: the same recurrence backwards in time
-    a, hs, h0 = res
-    a_next = jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
-    g = _linrec_forward(a_next[::-1], dhs[::-1], jnp.zeros_like(h0), chunk)[::-1]
-    h_prev = jnp.concatenate([h0[None], hs[:-1]])
-    return g * h_prev, g, a[0] * g[0]
-
-
-_linrec.defvjp(_linrec_fwd, _linrec_bwd)
-
-
-def _parallel_chunked(cell, params, xs, carry, lengths):
-    a, b = cell.coefficients(cell.project(params, xs))
-    valid = None
-    if lengths is not None:
-        valid = (jnp.arange(xs.shape[0])[:, None] < lengths[None, :])[..., None]
-        a, b = jnp.where(valid, a, 1.0), jnp.where(valid, b, 0.0)
-    hs = chunked_linear_recurrence(a, b, carry["h"])
-    ys = hs if valid is None else jnp.where(valid, hs, 0.0)
-    return {"h": hs[-1]}, ys
 
 
 # --- forward --------------------------------------------------------------------------------

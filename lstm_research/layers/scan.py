@@ -1,4 +1,7 @@
-"""Running a cell over time: one ``jax.lax.scan`` with the input projection hoisted out of it.
+"""Running a cell over time: one ``jax.lax.scan`` with the input projection hoisted out of it,
+and the choice of path (:func:`scan`): the generic scan, the fused LSTM layer
+(:mod:`lstm_research.layers.fused`), or a cell's parallel form over a linear recurrence
+(:mod:`lstm_research.cells.linear_recurrence`).
 
 Arrays here are time-major (``[T, B, ...]``); :mod:`lstm_research.layers.stack` takes
 batch-major inputs and does the transposes once per stack.
@@ -9,6 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from lstm_research.cells.base import Cell
+from lstm_research.errors import UserError
+from lstm_research.layers import fused as fused_lib
+
+#: the values of ``fused``: "auto" uses a fast path where one supports the configuration
+FUSED_VALUES = ("auto", True, False)
 
 
 def valid_mask(lengths: jax.Array | None, T: int) -> jax.Array | None:
@@ -57,62 +65,86 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``parallel``: use the cell's parallel-over-time form (minLSTM, minGRU).
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
     * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
-      (hand-written backward), and on CPUs the parallel form through its chunked recurrence,
-      when it supports the cell and options; ``True`` requires it; ``False`` never uses it.
+      (hand-written backward), and on CPUs the parallel form through the chunked linear
+      recurrence, when it supports the cell and options; ``True`` requires it; ``False`` never
+      uses it.
+    * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
     """
-    T = xs.shape[0]
+    check_fused(fused)
     if reverse:
         xs = reverse_sequences(xs, lengths)
-    if fused:
-        from lstm_research.layers import fused as fused_lib
-        why = fused_lib.unsupported(cell, recurrent_mask=recurrent_mask, zoneout=zoneout,
-                                    parallel=parallel, remat=remat, unroll=unroll)
+    if parallel:
+        carry, ys = _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout,
+                                   fused)
+    else:
+        why = "fused=False" if fused is False else fused_lib.unsupported(
+            cell, zoneout=zoneout, remat=remat)
         if why is None:
             carry, ys = fused_lib.fused_scan(cell, params, xs, carry, lengths=lengths,
-                                             recurrent_mask=recurrent_mask, unroll=unroll,
-                                             parallel=parallel)
-            return carry, (reverse_sequences(ys, lengths) if reverse else ys)
-        if fused is True:
-            raise ValueError(f"fused=True, but the fused path does not support this: {why}")
-    valid = valid_mask(lengths, T)
-    px = cell.project(params, xs)
-
-    if parallel:
-        if not cell.has_parallel_form:
-            raise ValueError(f"cell {cell.name!r} has no parallel form; only minlstm and mingru do")
-        if recurrent_mask is not None or zoneout:
-            raise ValueError("the parallel form supports neither recurrent dropout nor zoneout")
-        carry, ys = cell.scan_parallel(params, px, carry, valid)
-    else:
-        if recurrent_mask is not None and cell.recurrent_key is None:
-            raise ValueError(f"cell {cell.name!r} has no recurrent weights to apply "
-                             "recurrent (variational) dropout to")
-        rates = zoneout if isinstance(zoneout, dict) or not zoneout else {k: zoneout for k in carry}
-
-        def body(c, inp):
-            t, px_t = inp[0], inp[1]
-            c_in = c
-            if recurrent_mask is not None:
-                c_in = {**c, cell.recurrent_key: c[cell.recurrent_key] * recurrent_mask}
-            new, y = cell.recur(params, c_in, px_t)
-            if rates:
-                step_key = jax.random.fold_in(key, t) if train else None
-                new = {k: zoneout_update(c[k], v, rates.get(k, 0.0), step_key, i, train)
-                       for i, (k, v) in enumerate(new.items())}
-            if valid is not None:
-                ok = inp[2]
-                new = jax.tree.map(lambda n, o: jnp.where(_expand(ok, n), n, o), new, c)
-                y = jnp.where(ok[:, None], y, jnp.zeros_like(y))
-            return new, y
-
-        if remat:
-            body = jax.checkpoint(body)
-        inputs = (jnp.arange(T), px) if valid is None else (jnp.arange(T), px, valid)
-        carry, ys = jax.lax.scan(body, carry, inputs, unroll=unroll)
-
+                                             recurrent_mask=recurrent_mask, unroll=unroll)
+        elif fused is True:
+            raise UserError(f"fused=True, but the fused path does not support this: {why}")
+        else:
+            carry, ys = _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout,
+                                    key, train, remat, unroll)
     if reverse:
         ys = reverse_sequences(ys, lengths)
     return carry, ys
+
+
+def check_fused(fused) -> None:
+    """Refuse a ``fused`` value other than "auto", True or False."""
+    if not (isinstance(fused, bool) or fused == "auto"):
+        raise UserError(f"fused must be one of {FUSED_VALUES}, got {fused!r}")
+
+
+def _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout, fused):
+    """The cell's parallel form: the chunked recurrence on CPUs unless ``fused`` is False,
+    else the associative scan."""
+    if not cell.has_parallel_form:
+        raise UserError(f"cell {cell.name!r} has no parallel form; only minlstm and mingru do")
+    if recurrent_mask is not None or zoneout:
+        raise UserError("the parallel form supports neither recurrent dropout nor zoneout")
+    chunked = fused is not False and jax.default_backend() == "cpu"
+    if fused is True and not chunked:
+        raise UserError("fused=True, but the fused path does not support this: the chunked "
+                        "parallel form is for CPUs (elsewhere: the associative scan)")
+    return cell.scan_parallel(params, cell.project(params, xs), carry,
+                              valid_mask(lengths, xs.shape[0]),
+                              method="chunked" if chunked else "associative")
+
+
+def _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout, key, train, remat,
+                unroll):
+    """The generic path: ``cell.recur`` in one ``jax.lax.scan`` over the hoisted projection."""
+    T = xs.shape[0]
+    valid = valid_mask(lengths, T)
+    px = cell.project(params, xs)
+    if recurrent_mask is not None and cell.recurrent_key is None:
+        raise UserError(f"cell {cell.name!r} has no recurrent weights to apply "
+                        "recurrent (variational) dropout to")
+    rates = zoneout if isinstance(zoneout, dict) or not zoneout else {k: zoneout for k in carry}
+
+    def body(c, inp):
+        t, px_t = inp[0], inp[1]
+        c_in = c
+        if recurrent_mask is not None:
+            c_in = {**c, cell.recurrent_key: c[cell.recurrent_key] * recurrent_mask}
+        new, y = cell.recur(params, c_in, px_t)
+        if rates:
+            step_key = jax.random.fold_in(key, t) if train else None
+            new = {k: zoneout_update(c[k], v, rates.get(k, 0.0), step_key, i, train)
+                   for i, (k, v) in enumerate(new.items())}
+        if valid is not None:
+            ok = inp[2]
+            new = jax.tree.map(lambda n, o: jnp.where(_expand(ok, n), n, o), new, c)
+            y = jnp.where(ok[:, None], y, jnp.zeros_like(y))
+        return new, y
+
+    if remat:
+        body = jax.checkpoint(body)
+    inputs = (jnp.arange(T), px) if valid is None else (jnp.arange(T), px, valid)
+    return jax.lax.scan(body, carry, inputs, unroll=unroll)
 
 
 def _expand(mask, like):

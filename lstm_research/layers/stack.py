@@ -1,4 +1,6 @@
-"""Stacked (optionally bidirectional) recurrent layers with dropout, zoneout and masking."""
+"""Stacked (optionally bidirectional) recurrent layers with dropout, zoneout and masking; the
+switches of how each layer runs over time (``parallel``, ``remat``, ``unroll``, ``fused``) are
+:class:`Stack` fields."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +10,8 @@ import jax.numpy as jnp
 
 from lstm_research import cells as cells_lib
 from lstm_research.cells.base import Cell
+from lstm_research.errors import UserError
+from lstm_research.layers.scan import check_fused
 from lstm_research.layers.scan import scan as scan_over_time
 
 
@@ -33,6 +37,15 @@ class Stack:
       2016), one mask per sequence and layer;
     * ``zoneout``: zoneout on the carry (Krueger et al. 2017), a float or {carry key: rate}.
 
+    How each layer runs over time (same results up to float rounding; speed and memory differ):
+
+    * ``parallel``: the cell's parallel-over-time form (minLSTM, minGRU);
+    * ``remat``: recompute each step's activations in the backward pass;
+    * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
+    * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
+      parallel form, where they support the configuration; ``True`` requires them; ``False``
+      never uses them (see :func:`lstm_research.layers.scan.scan`).
+
     Params: ``{"layers": [{"fwd": cell params, "bwd": cell params (bidirectional)}, ...]}``.
     Carries: a list (one per layer) of ``{"fwd": carry, "bwd": carry}``.
     """
@@ -47,14 +60,20 @@ class Stack:
     parallel: bool = False
     remat: bool = False
     unroll: int = 1
+    fused: bool | str = "auto"
 
     def __post_init__(self):
         if self.num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+            raise UserError(f"num_layers must be >= 1, got {self.num_layers}")
         for what in ("dropout", "input_dropout", "recurrent_dropout"):
             rate = getattr(self, what)
             if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{what} must be in [0, 1), got {rate}")
+                raise UserError(f"{what} must be in [0, 1), got {rate}")
+        if not isinstance(self.unroll, int) or (self.unroll < 1
+                                                and not isinstance(self.unroll, bool)):
+            raise UserError(f"unroll must be a positive int (or True: fully unrolled), "
+                            f"got {self.unroll!r}")
+        check_fused(self.fused)
         self.zoneout_rates()  # validate
 
     def zoneout_rates(self) -> dict | None:
@@ -63,17 +82,17 @@ class Stack:
             return None
         keys = self.cell.zoneout_keys
         if not keys:
-            raise ValueError(f"zoneout is not defined for cell {self.cell.name!r}: its state "
+            raise UserError(f"zoneout is not defined for cell {self.cell.name!r}: its state "
                              "entries are not meaningful unit by unit")
         rates = dict(self.zoneout) if isinstance(self.zoneout, dict) else {
             k: self.zoneout for k in keys}
         bad = sorted(set(rates) - set(keys))
         if bad:
-            raise ValueError(f"zoneout keys {bad} are not zoneable carry entries of cell "
+            raise UserError(f"zoneout keys {bad} are not zoneable carry entries of cell "
                              f"{self.cell.name!r}; valid: {list(keys)}")
         for k, r in rates.items():
             if not 0.0 <= r < 1.0:
-                raise ValueError(f"zoneout rate for {k!r} must be in [0, 1), got {r}")
+                raise UserError(f"zoneout rate for {k!r} must be in [0, 1), got {r}")
         return rates
 
     @property
@@ -115,7 +134,7 @@ class Stack:
                              f"{' (time-major: [time, batch, ...])' if time_major else ''}, "
                              f"got shape {tuple(xs.shape)}")
         if train and self.stochastic and key is None:
-            raise ValueError("training with dropout/zoneout needs an rng key: apply(..., key=...)")
+            raise UserError("training with dropout/zoneout needs an rng key: apply(..., key=...)")
         if not time_major:
             xs = jnp.swapaxes(xs, 0, 1)
         T, B = xs.shape[:2]
@@ -140,7 +159,7 @@ class Stack:
                     key, k_rec, zkey = jax.random.split(key, 3)
                     if self.recurrent_dropout:
                         if self.cell.recurrent_key is None:  # else KeyError: None below
-                            raise ValueError(
+                            raise UserError(
                                 f"recurrent_dropout={self.recurrent_dropout}: cell "
                                 f"{self.cell.name!r} has no recurrent weights to apply recurrent "
                                 "(variational) dropout to")
@@ -149,7 +168,8 @@ class Stack:
                 c_out[d], ys = scan_over_time(
                     self.cell, p_layer[d], xs, c_layer[d], lengths=lengths, reverse=d == "bwd",
                     recurrent_mask=rec_mask, zoneout=self.zoneout_rates(), key=zkey, train=train,
-                    parallel=self.parallel, remat=self.remat, unroll=self.unroll)
+                    parallel=self.parallel, remat=self.remat, unroll=self.unroll,
+                    fused=self.fused)
                 outs.append(ys)
             xs = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
             if train and layer < self.num_layers - 1:
