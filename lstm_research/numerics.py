@@ -5,10 +5,12 @@ dropout keys are all derived from ``config.seed`` and the step number, a resumed
 uninterrupted one, and two runs of the same config in the same environment agree bit for bit
 (``tests/test_determinism.py``). XLA's CPU code is *not* invariant to the environment, though:
 
-* the number of CPUs the process may run on (``os.sched_getaffinity``, e.g. under ``taskset``):
-  XLA sizes its intra-op thread pool from it and splits large reductions and matmuls (the
-  fused LSTM's bias and weight gradients, summed over time x batch) into that many partial sums,
-  so the rounding differs in the last bit. Load does not matter, only the count;
+* the number of CPUs the process may run on (``os.sched_getaffinity``, e.g. under ``taskset``)
+  *used to* matter: XLA sizes its intra-op thread pool from it and splits a large reduction into
+  one partial sum per thread. The one such sum on the training path, the fused LSTM's bias
+  gradient over time x batch, is now a matmul, and runs pinned to one CPU equal runs on two
+  (``tests/test_determinism.py``: temporal order at batch 32; also checked by hand on adding
+  with peepholes and Greff's JSB protocol). A new large reduction could bring it back;
 * the CPU's instruction set (XLA compiles for the host: AVX-512 vs AVX2 vectorizes sums
   differently), i.e. another host or VM type;
 * the jax/jaxlib version and ``XLA_FLAGS``.

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lstm_research import numerics
 
@@ -32,10 +33,11 @@ np.savez(sys.argv[2], **{jax.tree_util.keystr(k): np.asarray(v)
 """
 
 
-def _run(workdir, env=None):
+def _run(workdir, env=None, cpus=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     subprocess.run([sys.executable, "run.py", *ARGS, f"--workdir={workdir}"], cwd=ROOT, env=env,
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, preexec_fn=pin)
     subprocess.run([sys.executable, "-c", _DUMP, str(workdir), str(workdir / "params.npz")],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     result = json.loads((workdir / "result.json").read_text())
@@ -55,6 +57,20 @@ def test_two_processes_same_config_give_identical_metrics_and_params(tmp_path):
     for k in p1:
         np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
     assert r1["numerics"] == numerics.fingerprint()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare with one")
+def test_one_cpu_and_all_cpus_give_identical_results(tmp_path):
+    """XLA splits a large reduction into one partial sum per thread; the fused LSTM's bias
+    gradient (a sum over time x batch) is computed as a matmul, which does not depend on the
+    thread count here, so a trial pinned to one CPU (as sweeps may run them) equals one that sees
+    them all. This failed before (the runs parted from step 8 on)."""
+    m_all, r_all, p_all = _run(tmp_path / "all")
+    m_one, r_one, p_one = _run(tmp_path / "one", cpus={min(os.sched_getaffinity(0))})
+    assert m_all == m_one
+    for k in p_all:
+        np.testing.assert_array_equal(p_all[k], p_one[k], err_msg=k)
+    assert r_one["numerics"]["visible_cpus"] == 1 < r_all["numerics"]["visible_cpus"]
 
 
 def test_fingerprint_names_what_changes_cpu_results():

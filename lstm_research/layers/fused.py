@@ -319,7 +319,9 @@ def _lstm_bwd(spec, res, cotangents):
                                              xs.reshape(T * B, I).T))
     dw_h = hT_ @ dpre2
     dw_x = xT_ @ dpre2
-    db = dpre2.sum(axis=0)
+    # as a matmul, not .sum(axis=0): XLA's CPU reduction splits into one partial sum per thread,
+    # so its rounding (and a whole training run) depended on the number of visible CPUs
+    db = (jnp.ones((1, T * B), dpre2.dtype) @ dpre2)[0]
     dxs = (dpre2 @ w_x.T).reshape(T, B, I)
     dpre_g = dict(zip(gates, _split(dpre, n, H)))
     dpeeps = tuple(jnp.sum(dpre_g[g] * (cs if g == "o" else c_prev), axis=(0, 1))
