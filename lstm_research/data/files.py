@@ -19,11 +19,13 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from lstm_research.errors import UserError
+
 DATA_ENV_VAR = "LSTM_RESEARCH_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
     """A data file is missing, corrupt, or malformed."""
 
 
@@ -103,8 +105,8 @@ def verify_file(path: str | os.PathLike, sha256: str, url: str, note: str = "") 
     """
     path = Path(path)
     where = (f"Download it from {url}" + (f" ({note})" if note else "")
-             + f" and put it at {path} (the data dir can be set with data_dir=... or "
-             f"${DATA_ENV_VAR}).")
+             + f" and put it at {path} (the data dir is set by --config.task.data_dir=DIR or the "
+             f"environment variable {DATA_ENV_VAR}).")
     if not path.is_file():
         raise DataError(f"Missing data file {path} (expected sha256 {sha256}). {where}")
     got = sha256_file(path)

@@ -21,9 +21,10 @@ import optax
 from absl import logging
 
 from lstm_research import models, tasks
+from lstm_research.errors import UserError
 from lstm_research.training import optim, parallel
 from lstm_research.training.checkpoint import Checkpoints
-from lstm_research.training.reporting import Reporter
+from lstm_research.training.reporting import Reporter, write_atomic
 
 TIME_BUCKET = 32  # variable-length batches are padded to a multiple of this (fewer recompiles)
 
@@ -32,7 +33,7 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-class WorkdirMismatch(RuntimeError):
+class WorkdirMismatch(UserError):
     pass
 
 
@@ -73,7 +74,8 @@ def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:
     elif overwrite and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(current, indent=2, sort_keys=True))
+    if not saved.exists():
+        write_atomic(saved, json.dumps(current, indent=2, sort_keys=True))
 
 
 def _diff(a, b, prefix=""):
@@ -90,8 +92,6 @@ class Trainer:
         self.config, self.workdir = config, Path(workdir)
         parallel.initialize_distributed(config.parallel)
         self.is_main = jax.process_index() == 0
-        if self.is_main:
-            prepare_workdir(config, self.workdir, overwrite)
         self.task = tasks.build(config.task, config.seed)
         self.mesh = parallel.make_mesh(config.parallel.model_axis)
         if hasattr(self.task, "batch_size"):
@@ -109,6 +109,8 @@ class Trainer:
         self.progress = progress
         self._stop_requested = False
         self._compile()
+        if self.is_main:  # last: a config that fails above leaves nothing in the workdir
+            prepare_workdir(config, self.workdir, overwrite)
 
     # --- pure functions, jit-compiled -----------------------------------------------------
     def _apply(self, params, batch, carries, train, key):
@@ -204,6 +206,9 @@ class Trainer:
         if restored is not None:
             arrays, meta = restored
             logging.info("resumed from step %d", meta["step"])
+        # best is saved before latest: after a kill in between, best is ahead; the resumed
+        # run recreates it
+        ckpt.drop_best_after(meta["step"])
         reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"])
         n_params = models.count_params(arrays["params"])
         prev_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -224,9 +229,10 @@ class Trainer:
     def _save_latest(self, ckpt, arrays, meta):
         if ckpt.latest.latest_step() == meta["step"]:
             return  # just saved (an evaluation step, then SIGTERM)
-        if not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"])):
-            raise NonFiniteLoss(f"non-finite parameters at step {meta['step']}; the last good "
-                                f"checkpoint is kept in {self.workdir}/checkpoints/latest")
+        if not _finite(arrays["params"]):
+            raise NonFiniteLoss(f"non-finite parameters at step {meta['step']}; "
+                                f"{_last_good(ckpt, self.workdir)}; lower train.lr or set "
+                                "train.clip_norm")
         now = time.time()
         meta["wall_time"] += now - self._segment_start
         self._segment_start = now
@@ -255,9 +261,8 @@ class Trainer:
                 loss = float(m["loss"])
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(
-                        f"loss is {loss} at step {meta['step']}; stopping. The last good "
-                        f"checkpoint (step {ckpt.latest.latest_step()}) is kept in "
-                        f"{self.workdir}/checkpoints/latest; lower train.lr or set "
+                        f"loss is {loss} at step {meta['step']}; stopping; "
+                        f"{_last_good(ckpt, self.workdir)}; lower train.lr or set "
                         "train.clip_norm")
                 reporter.train(meta["step"], loss=loss, lr=lr, grad_norm=float(m["grad_norm"]))
             if meta["step"] % self.eval_every == 0 or meta["step"] == self.total_steps:
@@ -277,7 +282,9 @@ class Trainer:
         metrics = self.evaluate(arrays["params"], "valid")
         value = metrics[task.metric]
         reporter.valid(meta["step"], metrics)
-        if self._is_better(value, meta["best"]):
+        # a non-finite score or parameters never become best (NaN compares as "better" than None)
+        if (math.isfinite(value) and _finite(arrays["params"])
+                and self._is_better(value, meta["best"])):
             meta.update(best=value, best_step=meta["step"], best_valid=metrics, bad_evals=0,
                         plateau_bad=0)
             ckpt.save_best(meta["step"], {"params": arrays["params"]}, meta)
@@ -294,7 +301,7 @@ class Trainer:
             meta["stopped"] = f"target reached: valid {task.metric} {value:.4g}"
 
     def _finish(self, arrays, meta, ckpt, n_params):
-        best = ckpt.restore_best({"params": arrays["params"]})
+        best = ckpt.restore_best({"params": arrays["params"]}, at_most=meta["step"])
         params = best[0]["params"] if best else arrays["params"]
         test = self.evaluate(params, "test")
         wall = meta["wall_time"] + time.time() - self._segment_start
@@ -306,9 +313,20 @@ class Trainer:
                   "devices": jax.device_count(), "platform": jax.devices()[0].platform,
                   "config": json.loads(self.config.to_json_best_effort())}
         if self.is_main:
-            (self.workdir / "result.json").write_text(json.dumps(result, indent=2))
+            write_atomic(self.workdir / "result.json", json.dumps(result, indent=2))
             print(summary_line(result))
         return result
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree))
+
+
+def _last_good(ckpt, workdir) -> str:
+    step = ckpt.latest.latest_step()
+    if step is None:
+        return "no checkpoint was saved yet"
+    return f"the last good checkpoint (step {step}) is kept in {workdir}/checkpoints/latest"
 
 
 def summary_line(r: dict) -> str:

@@ -3,9 +3,38 @@ TensorBoard event files. Only process 0 writes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a kill at any instant leaves the old or the new
+    content, never a mix: write a sibling temporary file, fsync it, rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _complete_records(path: Path) -> list[str]:
+    """The lines of ``metrics.jsonl`` (with their newline) that are complete JSON records; a
+    last line cut short by a kill during the append is dropped."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.append(line)
+    return out
 
 
 class Reporter:
@@ -16,9 +45,9 @@ class Reporter:
         if not is_main:
             return
         if self.path.exists():  # drop what was logged after the checkpoint we resume from
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            keep = [line for line in _complete_records(self.path)
+                    if json.loads(line)["step"] <= resume_step]
+            write_atomic(self.path, "".join(keep))
         self.file = self.path.open("a")
         try:
             from tensorboardX import SummaryWriter
