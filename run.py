@@ -35,7 +35,7 @@ def _config_args(argv):
         if name == "config":
             if "=" in a:
                 spec = a.partition("=")[2]
-            elif i + 1 < len(args):
+            elif i + 1 < len(args) and not args[i + 1].startswith("-"):
                 spec = args[i + 1]
             else:
                 raise UserError("--config needs a value: --config=configs/<name>.py[:variant]")
