@@ -133,9 +133,10 @@ def _biggest_data_file(step_dir):
 
 
 def _flip_bits(path):
+    """Flip 4 bits, spread over the file (parts of an ocdbt data file are never read)."""
     b = bytearray(path.read_bytes())
     for i in range(4):
-        b[len(b) // 2 + 13 * i] ^= 1 << i
+        b[len(b) * (i + 1) // 5] ^= 1 << i
     path.write_bytes(bytes(b))
 
 
@@ -163,8 +164,8 @@ def test_no_intact_checkpoint_left_is_a_clear_error(tmp_path):
     latest = _crashed_run(tmp_path)
     for step in ("10", "15"):
         _flip_bits(_biggest_data_file(latest / step))
-    with pytest.raises(CheckpointError, match=r"step 10: .*latest/10/arrays: checksum "
-                                              r"mismatch in \['params'\]"):
+    with pytest.raises(CheckpointError, match=r"step 15: .*latest/15/arrays: checksum mismatch "
+                                              r"in \['.*step 10: .*latest/10/arrays: checksum"):
         Trainer(small(), tmp_path, progress=False).run()
 
 

@@ -173,10 +173,10 @@ class Checkpoints:
                 continue
             return out
         if bad:
-            step, why = bad[0]
             raise CheckpointError(
-                f"no intact checkpoint left in {manager.directory}: step {step}: {why}; start "
-                "over with --overwrite (damaged steps are kept in checkpoints/corrupt)")
+                f"no intact checkpoint left in {manager.directory}: "
+                + "; ".join(f"step {step}: {why}" for step, why in bad)
+                + "; start over with --overwrite (damaged steps are kept in checkpoints/corrupt)")
         return None
 
     def restore_latest(self, like):
