@@ -88,10 +88,10 @@ def test_kill_between_best_and_latest_save_resumes_identically(tmp_path, referen
 
 def test_resume_after_the_latest_step_folder_is_deleted(tmp_path, reference):
     t = Trainer(small(), tmp_path, progress=False)
-    _crash_after_steps(t, 22)
+    _crash_after_steps(t, 12)
     with pytest.raises(Crash):
         t.run()
-    shutil.rmtree(tmp_path / "checkpoints" / "latest" / "20")  # best/20 stays, latest is 15
+    shutil.rmtree(tmp_path / "checkpoints" / "latest" / "10")  # best/10 stays, latest is 5
     Trainer(small(), tmp_path, progress=False).run()
     _assert_same_as_reference(tmp_path, reference)
 
