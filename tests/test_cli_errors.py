@@ -201,3 +201,14 @@ def test_workdir_of_another_config_is_one_line(tmp, capfd):
     assert run.main(["run.py", f"--workdir={wd}", "--config.train.steps=1"]) == 2
     err = capfd.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("error: workdir") and "--overwrite" in err[0]
+
+
+def test_run_py_unwritable_workdir_as_seen_by_os_access(tmp, capfd, monkeypatch):
+    """The same check where the tests run as root (who can write anywhere)."""
+    from lstm_research.training import validate
+    real = os.access
+    monkeypatch.setattr(validate.os, "access",
+                        lambda p, mode: False if str(p) == str(tmp / "ro") else real(p, mode))
+    (tmp / "ro").mkdir()
+    _check(lambda a: run.main(["run.py", *a]), ["--workdir={tmp}/ro/run"], "not writable", tmp,
+           capfd)
