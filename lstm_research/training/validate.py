@@ -204,10 +204,26 @@ def check_data(config) -> list[str]:
     return problems
 
 
+def check_devices(config) -> list[str]:
+    """The mesh and the global batch against this machine's devices (single-process runs only:
+    a multi-process run must not touch the devices before ``jax.distributed.initialize``)."""
+    if config.parallel.num_processes > 1:
+        return []
+    from lstm_research.training import parallel
+    try:
+        mesh = parallel.make_mesh(config.parallel.model_axis)
+        if "batch_size" in config.task:
+            parallel.global_batch_size(config.task.batch_size, config.parallel, mesh)
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
 def validate_config(config, check_data_sizes: bool = False) -> None:
     """Raise one UserError listing every problem of ``config`` (all sections at once).
 
-    ``check_data_sizes``: also build the task and draw a batch of each split (loads the data)."""
+    ``check_data_sizes``: also check the mesh and global batch against the devices, and build
+    the task and draw a batch of each split (loads the data)."""
     problems: list[str] = []
     if not _is_int(config.get("seed")) or config.seed < 0:
         problems.append(f"seed={config.get('seed')!r} must be an integer >= 0")
@@ -218,7 +234,7 @@ def validate_config(config, check_data_sizes: bool = False) -> None:
     problems += check_train(config.train, task_name)
     problems += check_parallel(config.parallel)
     if not problems and check_data_sizes:
-        problems += check_data(config)
+        problems += check_devices(config) + check_data(config)
     if problems:
         n = len(problems)
         raise UserError(f"{n} problem{'s' if n > 1 else ''} in the config: "
