@@ -106,8 +106,8 @@ def verify_file(path: str | os.PathLike, sha256: str, url: str, note: str = "") 
     """
     path = Path(path)
     where = (f"Download it from {url}" + (f" ({note})" if note else "")
-             + f" and put it at {path} (the data dir can be set with data_dir=... or "
-             f"${DATA_ENV_VAR}).")
+             + f" and put it at {path} (the data dir is set by --config.task.data_dir=DIR or the "
+             f"environment variable {DATA_ENV_VAR}).")
     if not path.is_file():
         raise DataError(f"Missing data file {path} (expected sha256 {sha256}). {where}")
     got = sha256_file(path)

@@ -23,6 +23,8 @@ STACK_KNOBS = tuple(f.name for f in dataclasses.fields(Stack) if f.name != "cell
 #: config.model keys that are not Stack knobs: the cell, and the model around the stack
 MODEL_KEYS = ("cell", "hidden_size", "embedding_size", "tie_embeddings", "dtype")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+#: config.model.fused is a string on the command line; the Stack takes "auto" or a bool
+FUSED = {"auto": "auto", "true": True, "false": False}
 
 
 def stack_knobs(values: dict) -> dict:
@@ -30,6 +32,10 @@ def stack_knobs(values: dict) -> dict:
     knobs = {k: v for k, v in values.items() if k in STACK_KNOBS}
     if "zoneout" in knobs:
         knobs["zoneout"] = knobs["zoneout"] or None
+    if isinstance(knobs.get("fused"), str):
+        if knobs["fused"] not in FUSED:
+            raise UserError(f"model.fused={knobs['fused']!r}; valid: {', '.join(FUSED)}")
+        knobs["fused"] = FUSED[knobs["fused"]]
     return knobs
 
 

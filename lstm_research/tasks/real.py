@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from lstm_research.data import jsb, ptb
-from lstm_research.errors import UserError
+from lstm_research.errors import bad_choice
 from lstm_research.tasks.base import Task, batch_step_mask, bernoulli_nll, epoch_stream, runtime
 
 
@@ -35,7 +35,7 @@ class PennTreebank(Task):
 
     def __post_init__(self):
         if self.loss_norm not in ("sum_time", "mean_token"):
-            raise UserError(f"task.loss_norm={self.loss_norm!r}; valid: 'sum_time', 'mean_token'")
+            raise bad_choice("task.loss_norm", self.loss_norm, ("sum_time", "mean_token"))
 
     def load(self):
         self.tokens = ptb.load_ptb(self.data_dir or None)
@@ -96,7 +96,7 @@ class JSBChorales(Task):
 
     def __post_init__(self):
         if self.loss_norm not in ("mean_frame", "sum_time"):
-            raise UserError(f"task.loss_norm={self.loss_norm!r}; valid: 'mean_frame', 'sum_time'")
+            raise bad_choice("task.loss_norm", self.loss_norm, ("mean_frame", "sum_time"))
 
     def load(self):
         self.rolls = jsb.load_jsb(self.data_dir or None)

@@ -12,7 +12,7 @@ import optax
 
 from lstm_research.data import synthetic as gen
 from lstm_research.data.arrays import pad_batch
-from lstm_research.errors import UserError
+from lstm_research.errors import bad_choice
 from lstm_research.tasks.base import Task, batch_step_mask, bernoulli_nll, epoch_stream, runtime
 
 _SPLIT_SEED = {"train": 0, "valid": 1, "test": 2}
@@ -65,7 +65,7 @@ class Adding(Generated):
 
     def __post_init__(self):
         if self.variant not in self.VARIANTS:
-            raise UserError(f"task.variant={self.variant!r}; valid: 'le', 'hochreiter'")
+            raise bad_choice("task.variant", self.variant, self.VARIANTS)
 
     @property
     def metric(self):
@@ -123,7 +123,7 @@ class TemporalOrder(Generated):
 
     def __post_init__(self):
         if self.variant not in self.CLASSES:
-            raise UserError(f"task.variant={self.variant!r}; valid: '6a', '6b'")
+            raise bad_choice("task.variant", self.variant, tuple(self.CLASSES))
 
     @property
     def output_size(self):

@@ -3,25 +3,99 @@
 A checkpoint holds the arrays of the training state (params, optimizer state, carried recurrent
 state) and a JSON record of the loop's bookkeeping (step, best metric, early-stopping and
 plateau counters), so a resumed run continues exactly where the saved one was.
+
+Crash consistency (a process killed at any instant, including inside a save):
+
+* orbax writes a step into ``<step>.orbax-checkpoint-tmp-*`` and renames it to ``<step>`` when
+  complete, so a step folder is either whole or absent; leftover tmp folders of a killed save
+  are removed when the run starts again (``cleanup_tmp_directories``).
+* The JSON record holds a sha256 of every array's bytes (params, optimizer state and the carried
+  recurrent state), checked on restore. A step that fails the check or cannot be read is moved to
+  ``checkpoints/corrupt/`` with a one-line warning and the previous step is used; two latest
+  (and two best) steps are kept so there is one to fall back to. With none left the restore
+  raises :class:`CheckpointError` naming the step and the file.
+* Saves are idempotent: saving a step that already exists with the same checksums does nothing;
+  one with different checksums is replaced. The loop saves best before latest, so after a kill
+  best can be ahead of latest: :meth:`Checkpoints.drop_best_after` removes best steps newer than
+  the step resumed from (the resumed run recreates them bit-identically).
+* Arrays with a non-finite float value are never written.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import shutil
+import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from lstm_research.errors import UserError
+
+CHECKSUMS = "checksums"  # key of the per-array sha256 record in a checkpoint's JSON item
+KEEP = 2                 # steps kept of latest and of best: one to fall back to
+
+
+class CheckpointError(UserError):
+    """No readable, intact checkpoint is left to restore."""
+
+
+class NonFiniteCheckpoint(RuntimeError):
+    """Refused to save arrays holding NaN/inf (the loop checks before; this is a safeguard)."""
+
+
+def array_checksums(arrays) -> dict[str, str]:
+    """``{tree path: sha256 of dtype, shape and bytes}`` of every leaf that this process holds
+    entirely (all of them on one host; shards of multi-host arrays are not checked)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(arrays):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            continue
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+        out[jax.tree_util.keystr(path)] = h.hexdigest()
+    return out
+
+
+def _all_finite(arrays) -> bool:
+    for leaf in jax.tree.leaves(arrays):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            continue  # multi-host shards: the loop checks params with jnp.isfinite
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            return False
+    return True
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 class Checkpoints:
-    def __init__(self, workdir: str | Path):
-        root = Path(workdir).absolute() / "checkpoints"
-        opts = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                            enable_async_checkpointing=False)
-        self.latest = ocp.CheckpointManager(root / "latest", options=opts)
-        self.best = ocp.CheckpointManager(root / "best", options=opts)
+    def __init__(self, workdir: str | Path, read_only: bool = False):
+        self.root = Path(workdir).absolute() / "checkpoints"
+        self.read_only = read_only
+        opts = ocp.CheckpointManagerOptions(max_to_keep=KEEP, create=not read_only,
+                                            enable_async_checkpointing=False,
+                                            cleanup_tmp_directories=not read_only,
+                                            read_only=read_only)
+        self.latest = ocp.CheckpointManager(self.root / "latest", options=opts)
+        self.best = ocp.CheckpointManager(self.root / "best", options=opts)
 
-    @staticmethod
-    def _save(manager, step, arrays, meta):
+    # --- saving ---------------------------------------------------------------------------
+    def _save(self, manager, step, arrays, meta):
+        if not _all_finite(arrays):
+            raise NonFiniteCheckpoint(f"refusing to save non-finite arrays at step {step}")
+        sums = array_checksums(arrays)
+        if step in manager.all_steps():
+            old = self._read_meta(manager, step)
+            if old is not None and old.get(CHECKSUMS) == sums:
+                return  # already saved (e.g. an evaluation step, then SIGTERM): idempotent
+            self._move_aside(manager, step)
+        meta = {**meta, CHECKSUMS: sums}
         manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                                    meta=ocp.args.JsonSave(meta)), force=True)
         manager.wait_until_finished()
@@ -32,25 +106,95 @@ class Checkpoints:
     def save_best(self, step, arrays, meta):
         self._save(self.best, step, arrays, meta)
 
+    def drop_best_after(self, step: int) -> None:
+        """Delete best checkpoints newer than ``step`` (saved before a kill that came before
+        the latest of the same step): the resumed run recreates them."""
+        for s in self.best.all_steps():
+            if s > step:
+                self.best.delete(s)
+        self.best.reload()
+
+    # --- restoring ------------------------------------------------------------------------
     @staticmethod
-    def _restore(manager, like):
-        step = manager.latest_step()
-        if step is None:
+    def _read_meta(manager, step):
+        try:
+            return manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception:  # noqa: BLE001 - unreadable counts as absent
             return None
+
+    def _move_aside(self, manager, step):
+        src = Path(manager.directory) / str(step)
+        dest_dir = self.root / "corrupt"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            dest = dest_dir / f"{Path(manager.directory).name}_{step}_{n}"
+            if not dest.exists():
+                break
+        shutil.move(str(src), str(dest))
+        manager.reload()
+        return dest
+
+    def _restore_one(self, manager, step, like):
+        """(arrays, meta) of ``step``, or raise ValueError saying which file is wrong."""
+        folder = Path(manager.directory) / str(step)
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
             like)
-        out = manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return out["arrays"], out["meta"]
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+            if not isinstance(meta, dict):
+                raise ValueError("no JSON record")
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{folder}/meta unreadable ({_one_line(e)})") from None
+        try:
+            arrays = manager.restore(step, args=ocp.args.Composite(
+                arrays=ocp.args.StandardRestore(abstract)))["arrays"]
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{folder}/arrays unreadable ({_one_line(e)})") from None
+        expected = meta.pop(CHECKSUMS, None)
+        if expected is not None:  # checkpoints written before checksums existed: not checked
+            got = array_checksums(arrays)
+            for name in sorted(set(expected) | set(got)):
+                if name in got and expected.get(name) != got[name]:
+                    raise ValueError(f"{folder}/arrays: checksum mismatch in {name}")
+        return arrays, meta
+
+    def _restore(self, manager, like, at_most=None):
+        bad = []
+        for step in sorted(manager.all_steps(), reverse=True):
+            if at_most is not None and step > at_most:
+                continue
+            try:
+                out = self._restore_one(manager, step, like)
+            except ValueError as e:
+                bad.append((step, str(e)))
+                moved = "" if self.read_only else f"; moved to {self._move_aside(manager, step)}"
+                warn(f"checkpoint step {step} is damaged: {e}{moved}; trying the previous step")
+                continue
+            return out
+        if bad:
+            raise CheckpointError(
+                f"no intact checkpoint left in {manager.directory}: "
+                + "; ".join(f"step {step}: {why}" for step, why in bad)
+                + "; start over with --overwrite (damaged steps are kept in checkpoints/corrupt)")
+        return None
 
     def restore_latest(self, like):
-        """(arrays, meta) of the latest checkpoint shaped like ``like``, or None."""
+        """(arrays, meta) of the newest intact latest checkpoint shaped like ``like``, or None."""
         return self._restore(self.latest, like)
 
-    def restore_best(self, like):
-        return self._restore(self.best, like)
+    def restore_best(self, like, at_most=None):
+        """(arrays, meta) of the newest intact best checkpoint (of step <= ``at_most``)."""
+        return self._restore(self.best, like, at_most)
 
     def close(self):
         self.latest.close()
         self.best.close()
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()).split(" See full TensorStore")[0] or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+

@@ -21,7 +21,7 @@ from lstm_research import models
 from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time
 from lstm_research.training.checkpoint import Checkpoints
-from lstm_research.training.reporting import Reporter
+from lstm_research.training.reporting import Reporter, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
 from lstm_research.training.workdir import WorkdirMismatch, prepare_workdir
 
@@ -38,8 +38,6 @@ class Trainer:
         self.config, self.workdir = config, Path(workdir)
         parallel.initialize_distributed(config.parallel)
         self.is_main = jax.process_index() == 0
-        if self.is_main:
-            prepare_workdir(config, self.workdir, overwrite)
         self.mesh = parallel.make_mesh(config.parallel.model_axis)
         self.task = steps.build_task(config, self.mesh)
         self.model = models.build(config.model, self.task)
@@ -48,6 +46,8 @@ class Trainer:
         self.progress = progress
         self._stop_requested = False
         self._compile()
+        if self.is_main:  # last: a config that fails above leaves nothing in the workdir
+            prepare_workdir(config, self.workdir, overwrite)
 
     def _compile(self):
         self.apply = steps.make_apply(self.model, self.task, self.config.train.input_noise)
@@ -99,6 +99,9 @@ class Trainer:
         if restored is not None:
             arrays, meta = restored
             logging.info("resumed from step %d", meta["step"])
+        # best is saved before latest: after a kill in between, best is ahead; the resumed
+        # run recreates it
+        ckpt.drop_best_after(meta["step"])
         reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"])
         n_params = models.count_params(arrays["params"])
         prev_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -119,9 +122,10 @@ class Trainer:
     def _save_latest(self, ckpt, arrays, meta):
         if ckpt.latest.latest_step() == meta["step"]:
             return  # just saved (an evaluation step, then SIGTERM)
-        if not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"])):
-            raise NonFiniteLoss(f"non-finite parameters at step {meta['step']}; the last good "
-                                f"checkpoint is kept in {self.workdir}/checkpoints/latest")
+        if not _finite(arrays["params"]):
+            raise NonFiniteLoss(f"non-finite parameters at step {meta['step']}; "
+                                f"{_last_good(ckpt, self.workdir)}; lower train.lr or set "
+                                "train.clip_norm")
         now = time.time()
         meta["wall_time"] += now - self._segment_start
         self._segment_start = now
@@ -150,9 +154,8 @@ class Trainer:
                 loss = float(m["loss"])
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(
-                        f"loss is {loss} at step {meta['step']}; stopping. The last good "
-                        f"checkpoint (step {ckpt.latest.latest_step()}) is kept in "
-                        f"{self.workdir}/checkpoints/latest; lower train.lr or set "
+                        f"loss is {loss} at step {meta['step']}; stopping; "
+                        f"{_last_good(ckpt, self.workdir)}; lower train.lr or set "
                         "train.clip_norm")
                 reporter.train(meta["step"], loss=loss, lr=lr, grad_norm=float(m["grad_norm"]))
             if meta["step"] % self.eval_every == 0 or meta["step"] == self.total_steps:
@@ -172,7 +175,9 @@ class Trainer:
         metrics = self.evaluate(arrays["params"], "valid")
         value = metrics[task.metric]
         reporter.valid(meta["step"], metrics)
-        if self._is_better(value, meta["best"]):
+        # a non-finite score or parameters never become best (NaN compares as "better" than None)
+        if (math.isfinite(value) and _finite(arrays["params"])
+                and self._is_better(value, meta["best"])):
             meta.update(best=value, best_step=meta["step"], best_valid=metrics, bad_evals=0,
                         plateau_bad=0)
             ckpt.save_best(meta["step"], {"params": arrays["params"]}, meta)
@@ -189,7 +194,7 @@ class Trainer:
             meta["stopped"] = f"target reached: valid {task.metric} {value:.4g}"
 
     def _finish(self, arrays, meta, ckpt, n_params):
-        best = ckpt.restore_best({"params": arrays["params"]})
+        best = ckpt.restore_best({"params": arrays["params"]}, at_most=meta["step"])
         params = best[0]["params"] if best else arrays["params"]
         test = self.evaluate(params, "test")
         wall = meta["wall_time"] + time.time() - self._segment_start
@@ -198,9 +203,20 @@ class Trainer:
                             stopped=meta["stopped"] or "all steps done",
                             wall_time=round(wall, 2), num_params=n_params)
         if self.is_main:
-            (self.workdir / "result.json").write_text(json.dumps(result, indent=2))
+            write_atomic(self.workdir / "result.json", json.dumps(result, indent=2))
             print(summary_line(result))
         return result
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree))
+
+
+def _last_good(ckpt, workdir) -> str:
+    step = ckpt.latest.latest_step()
+    if step is None:
+        return "no checkpoint was saved yet"
+    return f"the last good checkpoint (step {step}) is kept in {workdir}/checkpoints/latest"
 
 
 def train_and_evaluate(config, workdir, overwrite=False, progress=True) -> dict:

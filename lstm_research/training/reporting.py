@@ -3,9 +3,28 @@ TensorBoard event files. Only process 0 writes."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from lstm_research.training.workdir import write_atomic
+
+
+def _complete_records(path: Path) -> list[str]:
+    """The lines of ``metrics.jsonl`` (with their newline) that are complete JSON records; a
+    last line cut short by a kill during the append is dropped."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.append(line)
+    return out
 
 
 class Reporter:
@@ -16,9 +35,9 @@ class Reporter:
         if not is_main:
             return
         if self.path.exists():  # drop what was logged after the checkpoint we resume from
-            keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep))
+            keep = [line for line in _complete_records(self.path)
+                    if json.loads(line)["step"] <= resume_step]
+            write_atomic(self.path, "".join(keep))
         self.file = self.path.open("a")
         try:
             from tensorboardX import SummaryWriter
