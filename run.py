@@ -89,7 +89,7 @@ def user_error(e: BaseException) -> int:
 
 
 def main(argv) -> int:
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # TFDS warns about its cache; our errors are one line
     try:
         fv, config = parse_command_line(argv)
         workdir = fv.workdir or _default_workdir(fv)
