@@ -37,83 +37,85 @@ def _directions(bidirectional):
     return (("fwd", ""), ("bwd", "_reverse")) if bidirectional else (("fwd", ""),)
 
 
+def _from_torch(state_dict, one) -> dict:
+    """A torch RNN state dict (or module) -> our stack params, ``one(sd, suffix)`` giving the
+    cell params of one layer and direction (suffix ``_l<layer>[_reverse]``)."""
+    sd = {k: _numpy(v) for k, v in getattr(state_dict, "state_dict", lambda: state_dict)().items()}
+    num_layers, bidirectional = _layout(sd)
+    return {"layers": [{d: one(sd, f"_l{layer}{sfx}") for d, sfx in _directions(bidirectional)}
+                       for layer in range(num_layers)]}
+
+
+def _to_torch(params, one) -> dict:
+    """Our stack params -> a torch state dict (torch tensors), ``one(p, suffix)`` giving the
+    entries of one layer and direction."""
+    import torch
+
+    sd = {}
+    for layer, entry in enumerate(params["layers"]):
+        for d, sfx in _directions("bwd" in entry):
+            sd.update(one(entry[d], f"_l{layer}{sfx}"))
+    return {k: torch.tensor(np.array(v)) for k, v in sd.items()}
+
+
+def _lstm_from(sd, s):
+    p = {"w_x": jnp.asarray(sd["weight_ih" + s].T), "w_h": jnp.asarray(sd["weight_hh" + s].T),
+         "b": jnp.asarray(sd.get("bias_ih" + s, 0) + sd.get("bias_hh" + s, 0)
+                          + np.zeros(sd["weight_ih" + s].shape[0], np.float32))}
+    if "weight_hr" + s in sd:
+        p["w_proj"] = jnp.asarray(sd["weight_hr" + s].T)
+    return p
+
+
+def _lstm_to(p, s):
+    extra = set(p) - {"w_x", "w_h", "b", "w_proj"}
+    if extra:
+        raise UserError(f"only the standard LSTM (cells 'lstm', 'lstmp') maps to "
+                        f"torch.nn.LSTM; these params have no counterpart: {sorted(extra)}")
+    out = {"weight_ih" + s: np.asarray(p["w_x"]).T, "weight_hh" + s: np.asarray(p["w_h"]).T,
+           "bias_ih" + s: np.asarray(p["b"]), "bias_hh" + s: np.zeros_like(np.asarray(p["b"]))}
+    if "w_proj" in p:
+        out["weight_hr" + s] = np.asarray(p["w_proj"]).T
+    return out
+
+
+def _gru_from(sd, s):
+    H = sd["weight_hh" + s].shape[1]
+    b_ih = sd.get("bias_ih" + s, np.zeros(3 * H, np.float32))
+    b_hh = sd.get("bias_hh" + s, np.zeros(3 * H, np.float32))
+    b = b_ih + np.concatenate([b_hh[:2 * H], np.zeros(H, b_hh.dtype)])
+    return {"w_x": jnp.asarray(sd["weight_ih" + s].T), "w_h": jnp.asarray(sd["weight_hh" + s].T),
+            "b": jnp.asarray(b), "b_hn": jnp.asarray(b_hh[2 * H:])}
+
+
+def _gru_to(p, s):
+    if set(p) != {"w_x", "w_h", "b", "b_hn"}:
+        raise UserError("only cell 'gru' (reset_after=True) maps to torch.nn.GRU")
+    H = p["b_hn"].shape[0]
+    return {"weight_ih" + s: np.asarray(p["w_x"]).T, "weight_hh" + s: np.asarray(p["w_h"]).T,
+            "bias_ih" + s: np.asarray(p["b"]),
+            "bias_hh" + s: np.concatenate([np.zeros(2 * H, np.float32), np.asarray(p["b_hn"])])}
+
+
 def lstm_from_torch(state_dict) -> dict:
     """``torch.nn.LSTM`` state dict (or module) -> our stack params for cell ``lstm``
     (``lstmp:proj_size=P`` when the LSTM has ``proj_size``)."""
-    sd = {k: _numpy(v) for k, v in getattr(state_dict, "state_dict", lambda: state_dict)().items()}
-    num_layers, bidirectional = _layout(sd)
-    layers = []
-    for layer in range(num_layers):
-        entry = {}
-        for d, sfx in _directions(bidirectional):
-            s = f"_l{layer}{sfx}"
-            p = {"w_x": jnp.asarray(sd["weight_ih" + s].T), "w_h": jnp.asarray(sd["weight_hh" + s].T),
-                 "b": jnp.asarray(sd.get("bias_ih" + s, 0) + sd.get("bias_hh" + s, 0)
-                                  + np.zeros(sd["weight_ih" + s].shape[0], np.float32))}
-            if "weight_hr" + s in sd:
-                p["w_proj"] = jnp.asarray(sd["weight_hr" + s].T)
-            entry[d] = p
-        layers.append(entry)
-    return {"layers": layers}
+    return _from_torch(state_dict, _lstm_from)
 
 
 def lstm_to_torch(params) -> dict:
     """Our ``lstm`` / ``lstmp`` stack params -> a ``torch.nn.LSTM`` state dict (torch tensors)."""
-    import torch
-
-    sd = {}
-    for layer, entry in enumerate(params["layers"]):
-        for d, sfx in _directions("bwd" in entry):
-            p, s = entry[d], f"_l{layer}{sfx}"
-            extra = set(p) - {"w_x", "w_h", "b", "w_proj"}
-            if extra:
-                raise UserError(f"only the standard LSTM (cells 'lstm', 'lstmp') maps to "
-                                 f"torch.nn.LSTM; these params have no counterpart: {sorted(extra)}")
-            sd["weight_ih" + s] = np.asarray(p["w_x"]).T
-            sd["weight_hh" + s] = np.asarray(p["w_h"]).T
-            sd["bias_ih" + s] = np.asarray(p["b"])
-            sd["bias_hh" + s] = np.zeros_like(np.asarray(p["b"]))
-            if "w_proj" in p:
-                sd["weight_hr" + s] = np.asarray(p["w_proj"]).T
-    return {k: torch.tensor(np.array(v)) for k, v in sd.items()}
+    return _to_torch(params, _lstm_to)
 
 
 def gru_from_torch(state_dict) -> dict:
     """``torch.nn.GRU`` state dict (or module) -> our stack params for cell ``gru``."""
-    sd = {k: _numpy(v) for k, v in getattr(state_dict, "state_dict", lambda: state_dict)().items()}
-    num_layers, bidirectional = _layout(sd)
-    layers = []
-    for layer in range(num_layers):
-        entry = {}
-        for d, sfx in _directions(bidirectional):
-            s = f"_l{layer}{sfx}"
-            H = sd["weight_hh" + s].shape[1]
-            b_ih = sd.get("bias_ih" + s, np.zeros(3 * H, np.float32))
-            b_hh = sd.get("bias_hh" + s, np.zeros(3 * H, np.float32))
-            b = b_ih + np.concatenate([b_hh[:2 * H], np.zeros(H, b_hh.dtype)])
-            entry[d] = {"w_x": jnp.asarray(sd["weight_ih" + s].T),
-                        "w_h": jnp.asarray(sd["weight_hh" + s].T),
-                        "b": jnp.asarray(b), "b_hn": jnp.asarray(b_hh[2 * H:])}
-        layers.append(entry)
-    return {"layers": layers}
+    return _from_torch(state_dict, _gru_from)
 
 
 def gru_to_torch(params) -> dict:
     """Our ``gru`` stack params -> a ``torch.nn.GRU`` state dict (torch tensors)."""
-    import torch
-
-    sd = {}
-    for layer, entry in enumerate(params["layers"]):
-        for d, sfx in _directions("bwd" in entry):
-            p, s = entry[d], f"_l{layer}{sfx}"
-            if set(p) != {"w_x", "w_h", "b", "b_hn"}:
-                raise UserError("only cell 'gru' (reset_after=True) maps to torch.nn.GRU")
-            H = p["b_hn"].shape[0]
-            sd["weight_ih" + s] = np.asarray(p["w_x"]).T
-            sd["weight_hh" + s] = np.asarray(p["w_h"]).T
-            sd["bias_ih" + s] = np.asarray(p["b"])
-            sd["bias_hh" + s] = np.concatenate([np.zeros(2 * H, np.float32), np.asarray(p["b_hn"])])
-    return {k: torch.tensor(np.array(v)) for k, v in sd.items()}
+    return _to_torch(params, _gru_to)
 
 
 def stack_from_torch(module) -> tuple[Stack, dict]:
