@@ -35,9 +35,11 @@ np.savez(sys.argv[2], **{jax.tree_util.keystr(k): np.asarray(v)
 
 def _run(workdir, env=None, cpus=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    subprocess.run([sys.executable, "run.py", *ARGS, f"--workdir={workdir}"], cwd=ROOT, env=env,
-                   check=True, capture_output=True, timeout=300, preexec_fn=pin)
+    cmd = [sys.executable, "run.py", *ARGS, f"--workdir={workdir}"]
+    if cpus:  # pin in a fresh interpreter that then becomes run.py (no fork of this JAX process)
+        cmd = [sys.executable, "-c", f"import os, sys; os.sched_setaffinity(0, {set(cpus)!r}); "
+               "os.execv(sys.argv[1], sys.argv[1:])", *cmd]
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     subprocess.run([sys.executable, "-c", _DUMP, str(workdir), str(workdir / "params.npz")],
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     result = json.loads((workdir / "result.json").read_text())
