@@ -161,8 +161,9 @@ def _resume_in_fresh_process(wd):
 def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, reference, damage):
     latest = _crashed_run(tmp_path)
     f = _biggest_data_file(latest / "15")
-    if damage == "flip_bits":
-        _flip_bits(f)
+    if damage == "flip_bits":  # every data file: a restore may not read all of one file
+        for g in glob.glob(str(latest / "15" / "arrays" / "**" / "d" / "*"), recursive=True):
+            _flip_bits(Path(g))
     elif damage == "truncate":
         f.write_bytes(f.read_bytes()[:16])
     elif damage == "delete_data":
@@ -179,8 +180,9 @@ def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, reference,
 
 def test_no_intact_checkpoint_left_is_a_clear_error(tmp_path):
     latest = _crashed_run(tmp_path)
-    for step in ("10", "15"):
-        _flip_bits(_biggest_data_file(latest / step))
+    for step in ("10", "15"):  # every data file of both steps
+        for f in glob.glob(str(latest / step / "arrays" / "**" / "d" / "*"), recursive=True):
+            _flip_bits(Path(f))
     out = _resume_in_fresh_process(tmp_path)
     assert out.returncode != 0
     assert re.search(r"CheckpointError: no intact checkpoint left in .*step 15: .*latest/15/arrays"
