@@ -12,7 +12,8 @@ a fresh temporary sweep dir, and reports:
 * per width (20, 63, 200), in this process after a warm-up (as in a worker: imports, data and
   compiled programs already there): the time of an epoch (training + validation), the update time
   per training sequence (epoch time / training sequences, validation included), and the fixed cost
-  of a trial (a 1-epoch trial minus one epoch).
+  of a trial (a 1-epoch trial minus one epoch; epoch time from a 1-epoch and a (1+D)-epoch trial,
+  ``--timing_epochs D``).
 
 Timings are only meaningful on an otherwise idle machine. Smoke run::
 
@@ -85,7 +86,7 @@ def time_trial(entry_main, workdir: Path, width: int, epochs: int) -> float:
     return time.perf_counter() - t0
 
 
-def time_widths(widths, root: Path) -> dict:
+def time_widths(widths, root: Path, extra: int) -> dict:
     """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial."""
     # as in a worker: JAX's persistent compilation cache (a trial builds its jitted functions afresh,
     # so in-memory reuse across trials goes through this cache)
@@ -98,13 +99,13 @@ def time_widths(widths, root: Path) -> dict:
     for w in widths:
         time_trial(run.main, root / f"warm{w}", w, 1)  # compile (and load the data) once
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1)
-        t2 = time_trial(run.main, root / f"e2_{w}", w, 2)
+        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra)
         # batch 1: the steps of one epoch are its training sequences
         n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
-        epoch = t2 - t1
+        epoch = (t2 - t1) / extra
         out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
-                       "trial_2_epochs_s": round(t2, 3)}
+                       f"trial_{1 + extra}_epochs_s": round(t2, 3)}
     return out
 
 
@@ -116,10 +117,12 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=2, help="trials at once, and workers (P)")
     p.add_argument("--sweep_seed", type=int, default=0)
     p.add_argument("--widths", default="20,63,200", help="widths for the update / fixed-cost timing")
-    p.add_argument("--modes", default="processes,workers")
+    p.add_argument("--modes", default="processes,workers", help="comma-separated; 'none' to only time widths")
+    p.add_argument("--timing_epochs", type=int, default=4,
+                   help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
     p.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "sweep_throughput_cpu.json"))
     args = p.parse_args(argv)
-    for name in ("draws", "epochs", "parallel"):
+    for name in ("draws", "epochs", "parallel", "timing_epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     report = {"protocol": CONFIG, "axes": AXES, "cells": args.cells.split(","), "draws": args.draws,
@@ -127,7 +130,7 @@ def main(argv=None) -> int:
               "machine": platform.processor() or platform.machine(), "modes": {}}
     with tempfile.TemporaryDirectory(prefix="sweep_throughput_") as tmp:
         root = Path(tmp)
-        for mode in args.modes.split(","):
+        for mode in [m for m in args.modes.split(",") if m not in ("", "none")]:
             r = run_mode(mode, args, root)
             report["modes"][mode] = r
             print(f"{mode:>9}: {r['trials']} trials x {args.epochs} epochs in {r['wall_s']:.1f}s "
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
             report["workers_vs_processes"] = round(m["workers"]["trial_epochs_per_hour"]
                                                    / m["processes"]["trial_epochs_per_hour"], 3)
             print(f"workers / processes: {report['workers_vs_processes']:.2f}x")
-        report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root)
+        report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root, args.timing_epochs)
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
