@@ -17,7 +17,8 @@ Run (from the repo root)::
 Fixed overrides: ``--set train.steps=200`` or, equivalently, ``--config.train.steps=200``.
 Re-running the same command resumes: done trials are skipped, unfinished ones relaunched (they resume
 from their checkpoints), failed ones only with --retry_failed. ^C / SIGTERM stops the running trials
-cleanly (SIGTERM, so they checkpoint). Every key and value of the sweep is checked against the trial
+cleanly (SIGTERM, so they checkpoint). ``--workers [N]`` runs the trials in N long-lived processes
+(default: one per CPU available) instead of one process per trial; see lstm_research/sweeps/README.md. Every key and value of the sweep is checked against the trial
 config before anything is launched or written (``--dry_run`` included). Exit status: 0 when every trial
 is done, 1 if some failed or are unfinished, 128+signal when interrupted, 2 on a user error (one line
 ``error: ...`` on stderr).
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed override for every trial (repeatable); --config.KEY=VALUE also works")
     r = p.add_argument_group("execution")
     r.add_argument("--parallel", type=int, default=1, help="trials at once")
+    r.add_argument("--workers", type=int, nargs="?", const="auto", default=None, metavar="N",
+                   help="run the trials in N long-lived worker processes (data loaded and programs "
+                        "compiled once per worker, a shared compilation cache); --workers alone: one per "
+                        "CPU this process may use (os.sched_getaffinity). Replaces --parallel")
+    r.add_argument("--worker_max_trials", type=int, default=100,
+                   help="a worker is replaced after this many trials")
+    r.add_argument("--worker_max_rss_gb", type=float, default=4.0,
+                   help="a worker is replaced when its resident memory exceeds this (GB) after a trial")
     r.add_argument("--executor", default="local", choices=("local", "submitit_local", "slurm"))
     r.add_argument("--retry_failed", action="store_true", help="rerun failed trials")
     r.add_argument("--overwrite", action="store_true",
@@ -131,6 +140,16 @@ def _check_args(args) -> None:
         raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {args.top:g}")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be a significance level in (0, 1), e.g. 0.05, got {args.alpha:g}")
+    if args.workers is not None:
+        if args.workers != "auto" and args.workers < 1:
+            raise UserError(f"--workers must be >= 1 (worker processes), got {args.workers}")
+        if args.executor != "local":
+            raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
+                            f"--executor {args.executor} (drop --workers to submit one job per trial)")
+        if args.worker_max_trials < 1:
+            raise UserError(f"--worker_max_trials must be >= 1, got {args.worker_max_trials}")
+        if not args.worker_max_rss_gb > 0:
+            raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {args.worker_max_rss_gb:g}")
     if args.slurm_time < 1:
         raise UserError(f"--slurm_time must be >= 1 minute, got {args.slurm_time}")
 
@@ -167,19 +186,25 @@ def run(argv: list[str] | None = None) -> int:
             print(t.id + "\n    " + shlex.join(spec.command(t, workdir, python="python", entry=args.entry)))
         print(f"{len(spec)} trials")
         return 0
-    from lstm_research.sweeps.scheduler import SubmititOptions, run_sweep
+    from lstm_research.sweeps.scheduler import SubmititOptions, WorkerOptions, run_sweep
 
     options = SubmititOptions(partition=args.slurm_partition, time_min=args.slurm_time,
                               cpus_per_task=args.slurm_cpus, gpus_per_node=args.slurm_gpus,
                               mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
                               constraint=args.slurm_constraint,
                               job_name=f"sweep-{Path(args.sweep_dir).name}")
+    workers = None
+    if args.workers is not None:
+        from lstm_research.sweeps.workers import available_cpus
+
+        workers = WorkerOptions(workers=available_cpus() if args.workers == "auto" else args.workers,
+                                max_trials=args.worker_max_trials, max_rss_gb=args.worker_max_rss_gb)
     report = run_sweep(spec, args.sweep_dir, parallel=args.parallel, executor=args.executor,
                        entry=args.entry, python=args.python, cwd=args.cwd,
                        retry_failed=args.retry_failed, overwrite=args.overwrite,
                        kill_timeout=args.kill_timeout,
                        gpus=args.gpus.split(",") if args.gpus else None, submitit_options=options,
-                       progress=not args.no_progress)
+                       workers=workers, progress=not args.no_progress)
     c = report.counts
     print(f"sweep {report.sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in c.items() if n))
     if report.interrupted is not None:

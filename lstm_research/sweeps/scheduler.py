@@ -31,6 +31,7 @@ from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
 from lstm_research.sweeps.results import write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
+from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
 from lstm_research.sweeps.sweepdir import (
     ERROR_TXT,
     LOG_TAIL_LINES,
@@ -47,7 +48,7 @@ from lstm_research.sweeps.sweepdir import (
     write_json,
 )
 
-__all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "run_sweep"]
+__all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "WorkerOptions", "run_sweep"]
 
 EXECUTORS = ("local", "submitit_local", "slurm")
 
@@ -160,6 +161,12 @@ class _Sweep:
         if run.terminated:
             self._write_status(run.trial, status="interrupted", **fields)
             return "interrupted"
+        if getattr(self.launcher, "lost", lambda _h: False)(run.handle):
+            # its worker died under it (killed, out of memory): rerunning the sweep resumes it
+            tqdm.write(f"[sweep] {run.trial.id}: {err}; rerun the sweep to resume it from its checkpoint",
+                       file=sys.stderr)
+            self._write_status(run.trial, status="interrupted", error=err, **fields)
+            return "interrupted"
         reason = err or _describe_returncode(rc)
         tail = log_tail(tdir / LOG_TXT)
         last = next((ln.strip() for ln in reversed(tail.splitlines())
@@ -232,6 +239,8 @@ class _Sweep:
             finally:
                 if running:
                     self._stop_all(running, finish)
+                if hasattr(self.launcher, "close"):
+                    self.launcher.close()
                 bar.close()
         counts = {s: sum(v == s for v in states.values())
                   for s in ("done", "failed", "interrupted", "running", "pending")}
@@ -274,6 +283,7 @@ def run_sweep(
     gpus: Sequence[str] | None = None,
     submitit_options: SubmititOptions | None = None,
     env: Mapping[str, str] | None = None,
+    workers: WorkerOptions | None = None,
     progress: bool = True,
     write_results: bool = True,
 ) -> SweepReport:
@@ -292,6 +302,17 @@ def run_sweep(
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if int(parallel) < 1:
         raise UserError(f"--parallel must be >= 1 (trials at once), got {parallel}")
+    if workers is not None:
+        if executor != "local":
+            raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
+                            f"--executor {executor} (drop --workers to submit one job per trial)")
+        if int(workers.workers) < 1:
+            raise UserError(f"--workers must be >= 1 (worker processes), got {workers.workers}")
+        if int(workers.max_trials) < 1:
+            raise UserError(f"--worker_max_trials must be >= 1, got {workers.max_trials}")
+        if float(workers.max_rss_gb) <= 0:
+            raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {workers.max_rss_gb:g}")
+        parallel = int(workers.workers)
     if float(kill_timeout) < 0:
         raise UserError(f"--kill_timeout must be >= 0 seconds, got {kill_timeout}")
     sweep_dir = Path(sweep_dir).resolve()
@@ -310,8 +331,12 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite)
-        if executor == "local":
-            launcher: Any = LocalLauncher(gpus)
+        if workers is not None:
+            if workers.cache_dir is None:
+                workers = dataclasses.replace(workers, cache_dir=str(sweep_dir / ".jax_cache"))
+            launcher: Any = WorkerLauncher(workers, entry_path, python or sys.executable, sweep_dir / "_workers")
+        elif executor == "local":
+            launcher = LocalLauncher(gpus)
         else:
             launcher = SubmititLauncher(executor, sweep_dir / "_submitit",
                                         submitit_options or SubmititOptions(), kill_timeout)

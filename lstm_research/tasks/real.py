@@ -2,14 +2,43 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_research.data import jsb, ptb
+from lstm_research.data import files, jsb, ptb
 from lstm_research.errors import bad_choice
 from lstm_research.tasks.base import Task, batch_step_mask, bernoulli_nll, epoch_stream, runtime
+
+
+def _frozen(data: dict) -> dict:
+    """A copy of a loaded data set whose arrays are read-only (it is shared by every trial of a
+    process, see :func:`_load_cached`)."""
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, np.ndarray):
+            v = v.view()
+            v.flags.writeable = False
+        elif isinstance(v, list) and v and isinstance(v[0], np.ndarray):
+            v = list(v)
+            for i, a in enumerate(v):
+                v[i] = a.view()
+                v[i].flags.writeable = False
+        out[k] = v
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, data_dir: str) -> dict:
+    """A data set loaded once per process and data dir (a sweep worker runs many trials)."""
+    return _frozen({"jsb": jsb.load_jsb, "ptb": ptb.load_ptb}[name](data_dir))
+
+
+def _load(name: str, data_dir: str) -> dict:
+    data = _load_cached(name, str(files.resolve_data_dir(data_dir or None).resolve()))
+    return {k: list(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 @dataclasses.dataclass
@@ -38,7 +67,7 @@ class PennTreebank(Task):
             raise bad_choice("task.loss_norm", self.loss_norm, ("sum_time", "mean_token"))
 
     def load(self):
-        self.tokens = ptb.load_ptb(self.data_dir or None)
+        self.tokens = _load("ptb", self.data_dir)
 
     @property
     def input_size(self):
@@ -99,7 +128,7 @@ class JSBChorales(Task):
             raise bad_choice("task.loss_norm", self.loss_norm, ("mean_frame", "sum_time"))
 
     def load(self):
-        self.rolls = jsb.load_jsb(self.data_dir or None)
+        self.rolls = _load("jsb", self.data_dir)
 
     @property
     def steps_per_epoch(self):

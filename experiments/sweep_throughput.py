@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Sweep throughput on the Greff et al. 2015 JSB protocol: one process per trial vs workers.
+
+Runs the same random draws (``configs/papers/greff2015.py:paper``; hidden size
+int_loguniform(20,200), lr loguniform(1e-6,1e-2), one_minus_momentum loguniform(0.01,1),
+input noise uniform(0,1)) with a fixed budget of E epochs per trial (``train.patience=0``), once as
+``experiments/sweep.py --parallel P`` (one process per trial) and once as ``--workers P``, each in
+a fresh temporary sweep dir, and reports:
+
+* trial-epochs per hour (validation included) of each mode, their ratio, and the projected time
+  of the full study (1800 trials x 60 epochs);
+* per width (20, 63, 200), in this process after a warm-up (as in a worker: imports, data and
+  compiled programs already there): the time of an epoch (training + validation), the update time
+  per training sequence (epoch time / training sequences, validation included), and the fixed cost
+  of a trial (a 1-epoch trial minus one epoch; epoch time from a 1-epoch and a (1+D)-epoch trial,
+  ``--timing_epochs D``).
+
+Timings are only meaningful on an otherwise idle machine. Smoke run::
+
+  python experiments/sweep_throughput.py --draws 2 --cells vanilla,cifg --epochs 1 --parallel 2 \\
+      --out /tmp/sweep_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+CONFIG = "configs/papers/greff2015.py:paper"
+AXES = ("model.hidden_size=int_loguniform(20,200)", "lr=loguniform(1e-6,1e-2)",
+        "one_minus_momentum=loguniform(0.01,1)", "train.input_noise=uniform(0,1)")
+FULL_STUDY_TRIAL_EPOCHS = 1800 * 60
+
+
+def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
+    cmd = [sys.executable, str(REPO_ROOT / "experiments" / "sweep.py"), f"--config={CONFIG}",
+           f"--sweep_dir={sweep_dir}", "--grid", f"model.cell={args.cells}", "--trials", str(args.draws),
+           "--sweep_seed", str(args.sweep_seed), "--set", f"train.epochs={args.epochs}",
+           "--set", "train.patience=0", "--no_summary", "--no_progress"]
+    for axis in AXES:
+        cmd += ["--random", axis]
+    cmd += ["--parallel", str(args.parallel)] if mode == "processes" else ["--workers", str(args.parallel)]
+    return cmd
+
+
+def run_mode(mode: str, args, root: Path) -> dict:
+    sweep_dir = root / mode
+    t0 = time.perf_counter()
+    out = subprocess.run(sweep_command(sweep_dir, args, mode), cwd=REPO_ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    states, durations = {}, []
+    for tdir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit()):
+        st = json.loads((tdir / "status.json").read_text())
+        states[st["status"]] = states.get(st["status"], 0) + 1
+        durations.append(st.get("duration_s"))
+    if out.returncode not in (0, 1):  # 1: some trials failed (diverged draws are part of the protocol)
+        raise SystemExit(f"{mode} sweep failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    trials = sum(states.values())
+    trial_epochs = trials * args.epochs  # every trial runs exactly E epochs (patience 0); diverged ones fewer
+    rate = trial_epochs / wall * 3600
+    return {"mode": mode, "wall_s": round(wall, 2), "trials": trials, "states": states,
+            "trial_epochs": trial_epochs, "trial_epochs_per_hour": round(rate, 1),
+            "mean_trial_duration_s": round(sum(d for d in durations if d) / max(len(durations), 1), 3),
+            "full_study_projection_h": round(FULL_STUDY_TRIAL_EPOCHS / rate, 2)}
+
+
+def time_trial(entry_main, workdir: Path, width: int, epochs: int) -> float:
+    argv = ["run.py", f"--config={CONFIG}", f"--config.model.hidden_size={width}",
+            f"--config.train.epochs={epochs}", "--config.train.patience=0", "--config.lr=1e-3",
+            "--config.one_minus_momentum=0.1", f"--workdir={workdir}", "--noprogress"]
+    t0 = time.perf_counter()
+    rc = entry_main(argv)
+    if rc != 0:
+        raise SystemExit(f"timing trial at width {width} exited with {rc}")
+    return time.perf_counter() - t0
+
+
+def time_widths(widths, root: Path, extra: int) -> dict:
+    """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial."""
+    # as in a worker: JAX's persistent compilation cache (a trial builds its jitted functions afresh,
+    # so in-memory reuse across trials goes through this cache)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    import run
+
+    out = {}
+    for w in widths:
+        time_trial(run.main, root / f"warm{w}", w, 1)  # compile (and load the data) once
+        t1 = time_trial(run.main, root / f"e1_{w}", w, 1)
+        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra)
+        # batch 1: the steps of one epoch are its training sequences
+        n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
+        epoch = (t2 - t1) / extra
+        out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
+                       "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
+                       f"trial_{1 + extra}_epochs_s": round(t2, 3)}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--draws", type=int, default=10, help="random draws per cell variant (K)")
+    p.add_argument("--cells", default="vanilla", help="comma-separated Greff variants (model.cell grid)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per trial (E; patience 0)")
+    p.add_argument("--parallel", type=int, default=2, help="trials at once, and workers (P)")
+    p.add_argument("--sweep_seed", type=int, default=0)
+    p.add_argument("--widths", default="20,63,200", help="widths for the update / fixed-cost timing")
+    p.add_argument("--modes", default="processes,workers", help="comma-separated; 'none' to only time widths")
+    p.add_argument("--timing_epochs", type=int, default=4,
+                   help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
+    p.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "sweep_throughput_cpu.json"))
+    args = p.parse_args(argv)
+    for name in ("draws", "epochs", "parallel", "timing_epochs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    report = {"protocol": CONFIG, "axes": AXES, "cells": args.cells.split(","), "draws": args.draws,
+              "epochs": args.epochs, "parallel": args.parallel, "cpus": len(os.sched_getaffinity(0)),
+              "machine": platform.processor() or platform.machine(), "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="sweep_throughput_") as tmp:
+        root = Path(tmp)
+        for mode in [m for m in args.modes.split(",") if m not in ("", "none")]:
+            r = run_mode(mode, args, root)
+            report["modes"][mode] = r
+            print(f"{mode:>9}: {r['trials']} trials x {args.epochs} epochs in {r['wall_s']:.1f}s "
+                  f"({r['states']}) -> {r['trial_epochs_per_hour']:.0f} trial-epochs/h; full study "
+                  f"(1800 x 60 epochs): {r['full_study_projection_h']:.1f} h", flush=True)
+        m = report["modes"]
+        if "processes" in m and "workers" in m:
+            report["workers_vs_processes"] = round(m["workers"]["trial_epochs_per_hour"]
+                                                   / m["processes"]["trial_epochs_per_hour"], 3)
+            print(f"workers / processes: {report['workers_vs_processes']:.2f}x")
+        report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root, args.timing_epochs)
+        for w, r in report["per_width"].items():
+            print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
+                  f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Sweeps through long-lived workers (``experiments/sweep.py --workers N``): same files as run.py,
+failures isolated, a killed worker's trial resumed by a rerun, recycling, bad values refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from lstm_research.training.checkpoint import Checkpoints
+from lstm_research.training.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = REPO / "experiments" / "sweep.py"
+TINY = ["task.T=12", "task.batch_size=16", "task.eval_size=64", "model.hidden_size=8",
+        "train.steps=30", "train.eval_every=10", "train.checkpoint_every=10", "train.log_every=5"]
+TIMING = ("wall_time",)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+
+
+def _sweep(sweep_dir, *args, fixed=TINY, check=None, **kw):
+    cmd = [sys.executable, str(CLI), "--config=configs/adding.py", f"--sweep_dir={sweep_dir}",
+           "--no_progress", "--no_plots", *args]
+    for f in fixed:
+        cmd += ["--set", f]
+    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600, **kw)
+    if check is not None:
+        assert out.returncode == check, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def _trials(sweep_dir):
+    return sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name[0].isdigit())
+
+
+def _status(tdir):
+    return json.loads((tdir / "status.json").read_text())
+
+
+def _result(tdir):
+    r = json.loads((tdir / "result.json").read_text())
+    for k in TIMING:
+        r.pop(k)
+    r["numerics"].pop("visible_cpus")  # a worker is pinned to one CPU (same numbers: test_determinism)
+    return r
+
+
+def _params(tdir, overrides):
+    import run  # the repo root is on sys.path (conftest)
+
+    _, config = run.parse_command_line(["run.py", "--config=configs/adding.py",
+                                        *[f"--config.{o}" for o in overrides]])
+    like = Trainer(config, str(tdir / "_like"), progress=False).init_state()[0]
+    arrays, _ = Checkpoints(tdir).restore_latest(like)
+    return jax.tree.leaves(arrays)
+
+
+def _assert_same_trial(a, b, overrides):
+    assert _result(a) == _result(b)
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    for x, y in zip(_params(a, overrides), _params(b, overrides), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
+    # two trials through ONE worker: the second reuses the process (data, compiled programs)
+    _sweep(tmp_path / "sw", "--grid", "seed=0,1", "--workers", "1", check=0)
+    trials = _trials(tmp_path / "sw")
+    assert [_status(t)["worker"] for t in trials] == [1, 1]
+    for seed, tdir in zip((0, 1), trials):
+        overrides = [*TINY, f"seed={seed}"]
+        alone = tmp_path / f"alone{seed}"
+        out = subprocess.run([sys.executable, "run.py", "--config=configs/adding.py",
+                              *[f"--config.{o}" for o in overrides], f"--workdir={alone}"],
+                             cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        _assert_same_trial(tdir, alone, overrides)
+    # the workers filled the sweep's persistent compilation cache, the train step included
+    assert any(p.name.startswith("jit_train_step") for p in (tmp_path / "sw" / ".jax_cache").iterdir())
+
+
+def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):
+    sw = tmp_path / "sw"
+    out = _sweep(sw, "--grid", "train.lr=0.01,1e30,0.02,0.005", "--workers", "2", check=1)
+    states = {t.name: _status(t) for t in _trials(sw)}
+    failed = [n for n, s in states.items() if s["status"] == "failed"]
+    assert len(failed) == 1 and "lr=1e+30" in failed[0], states
+    st = states[failed[0]]
+    assert st["returncode"] == 3 and "loss is nan" in st["error"], st
+    assert sum(s["status"] == "done" for s in states.values()) == 3
+    assert len({s["pid"] for s in states.values()}) == 2  # two workers did the four trials
+    assert (sw / "summary.md").is_file() and "wrote" in out.stdout
+
+
+def test_workers_are_recycled_after_max_trials(tmp_path):
+    _sweep(tmp_path / "sw", "--grid", "seed=0,1,2", "--workers", "1", "--worker_max_trials", "1", check=0)
+    states = [_status(t) for t in _trials(tmp_path / "sw")]
+    assert [s["worker"] for s in states] == [1, 2, 3]
+    assert len({s["pid"] for s in states}) == 3
+
+
+def test_killed_worker_trial_resumes_on_rerun(tmp_path):
+    long = [o for o in TINY if not o.startswith(("train.steps", "train.checkpoint_every", "train.eval_every"))]
+    long += ["train.steps=4000", "train.checkpoint_every=50", "train.eval_every=1000"]
+    grid = ("--grid", "seed=0,1")
+    _sweep(tmp_path / "ref", *grid, "--workers", "1", fixed=long, check=0)
+
+    sw = tmp_path / "sw"
+    cmd = [sys.executable, str(CLI), "--config=configs/adding.py", f"--sweep_dir={sw}", "--no_progress",
+           "--no_plots", *grid, "--workers", "1"]
+    for f in long:
+        cmd += ["--set", f]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    first = None
+    while time.time() < deadline:
+        trials = _trials(sw) if sw.is_dir() else []
+        if trials and (trials[0] / "status.json").is_file():
+            first = trials[0]
+            latest = first / "checkpoints" / "latest"
+            if latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir()):
+                break
+        time.sleep(0.05)
+    assert first is not None and _status(first)["status"] == "running"
+    os.kill(_status(first)["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    st = _status(first)
+    assert st["status"] == "interrupted" and "SIGKILL" in st["error"], st
+    assert _status(_trials(sw)[1])["status"] == "done"  # the sweep went on with a new worker
+
+    _sweep(sw, *grid, "--workers", "1", fixed=long, check=0)
+    assert _status(first)["attempts"] == 2
+    for a, b in zip(_trials(tmp_path / "ref"), _trials(sw), strict=True):
+        _assert_same_trial(a, b, [*long, f"seed={_result(a)['config']['seed']}"])
+
+
+@pytest.mark.parametrize("args", [["--workers", "0"], ["--workers", "-3"],
+                                  ["--workers", "2", "--executor", "slurm"],
+                                  ["--workers", "2", "--worker_max_trials", "0"]])
+def test_bad_workers_values_are_one_line_errors(tmp_path, args):
+    out = _sweep(tmp_path / "sw", *args, check=2)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert not (tmp_path / "sw").exists()
