@@ -133,11 +133,6 @@ def _crashed_run(tmp_path):
     return tmp_path / "checkpoints" / "latest"
 
 
-def _biggest_data_file(step_dir):
-    files = glob.glob(str(step_dir / "arrays" / "ocdbt.process_0" / "d" / "*"))
-    return Path(max(files, key=os.path.getsize))
-
-
 def _flip_bits(path):
     """Flip one bit in every 16 bytes: an ocdbt data file also holds bytes that a restore never
     reads, so a few flips may miss the arrays (and the damage would rightly go unnoticed)."""
@@ -160,15 +155,18 @@ def _resume_in_fresh_process(wd):
 @pytest.mark.parametrize("damage", ["flip_bits", "truncate", "delete_data", "delete_meta"])
 def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, reference, damage):
     latest = _crashed_run(tmp_path)
-    f = _biggest_data_file(latest / "15")
-    if damage == "flip_bits":  # every data file: a restore may not read all of one file
-        for g in glob.glob(str(latest / "15" / "arrays" / "**" / "d" / "*"), recursive=True):
-            _flip_bits(Path(g))
-    elif damage == "truncate":
-        f.write_bytes(f.read_bytes()[:16])
-    elif damage == "delete_data":
-        f.unlink()
-    else:
+    # every data file of the step: a restore need not read all of one file, nor every file
+    files = [Path(g) for g in glob.glob(str(latest / "15" / "arrays" / "**" / "d" / "*"),
+                                        recursive=True)]
+    assert files
+    for f in files:
+        if damage == "flip_bits":
+            _flip_bits(f)
+        elif damage == "truncate":
+            f.write_bytes(f.read_bytes()[:16])
+        elif damage == "delete_data":
+            f.unlink()
+    if damage == "delete_meta":
         (latest / "15" / "meta" / "metadata").unlink()
     out = _resume_in_fresh_process(tmp_path)
     assert out.returncode == 0, out.stderr
