@@ -30,8 +30,8 @@ from lstm_research.training import reporting  # noqa: E402
 from lstm_research.training.loop import Trainer  # noqa: E402
 
 
-def tiny_adding(steps=60):
-    c = base_config("adding", T=6, batch_size=8, eval_size=32)
+def _tiny(c, steps):
+    """A few cheap steps with a checkpoint every step and an evaluation every 4."""
     c.model.hidden_size = 4
     c.train.steps = steps
     c.train.eval_every = 4
@@ -39,19 +39,17 @@ def tiny_adding(steps=60):
     c.train.checkpoint_every = 1
     c.train.lr = 1e-2
     return c
+
+
+def tiny_adding(steps=60):
+    return _tiny(base_config("adding", T=6, batch_size=8, eval_size=32), steps)
 
 
 def tiny_stateful(steps=60):
     c = base_config("continual_reber", batch_size=2, bptt=4, steps_per_epoch=6, eval_size=2,
                     eval_length=24)
-    c.model.hidden_size = 4
     c.model.dropout = 0.1
-    c.train.steps = steps
-    c.train.eval_every = 4
-    c.train.log_every = 1
-    c.train.checkpoint_every = 1
-    c.train.lr = 1e-2
-    return c
+    return _tiny(c, steps)
 
 
 CONFIGS = {"adding": tiny_adding, "stateful": tiny_stateful}
