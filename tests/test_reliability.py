@@ -236,3 +236,42 @@ def test_failed_start_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="unknown cell"):
         Trainer(c, tmp_path / "wd", progress=False)
     assert not (tmp_path / "wd").exists()
+
+
+# --- issue 16 item 3: fewer checkpoint writes, same guarantees ---------------------------------
+def _sparse(secs):
+    c = small()
+    c.train.checkpoint_every = 0
+    c.train.checkpoint_secs = secs
+    return c
+
+
+def test_checkpoint_secs_writes_less_and_ends_identically(tmp_path, reference):
+    Trainer(_sparse(1e6), tmp_path, progress=False).run()
+    _assert_same_as_reference(tmp_path, reference)
+    ck = Checkpoints(tmp_path)
+    assert ck.latest.all_steps() == [30]  # only at the end: the interval never passed
+    assert ck.best.latest_step() == reference["result"]["best_step"]
+    ck.close()
+    # when checkpoints are written is not part of what a run computes: not a config mismatch
+    assert Trainer(small(), tmp_path, progress=False).run()["test"] == reference["result"]["test"]
+
+
+def test_kill_before_the_first_sparse_checkpoint_restarts_and_ends_identically(tmp_path,
+                                                                              reference):
+    t = Trainer(_sparse(1e6), tmp_path, progress=False)
+    _crash_after_steps(t, 25)
+    with pytest.raises(Crash):
+        t.run()
+    ck = Checkpoints(tmp_path)
+    # best of steps 10 and 20 was found but waits for the next latest save: nothing on disk
+    assert ck.latest.all_steps() == [] and ck.best.all_steps() == []
+    ck.close()
+    Trainer(_sparse(1e6), tmp_path, progress=False).run()
+    _assert_same_as_reference(tmp_path, reference)
+
+
+def test_checkpoint_secs_is_validated():
+    c = _sparse(-1.0)
+    with pytest.raises(UserError, match=r"train.checkpoint_secs=-1.0 must be a number >= 0"):
+        validate.validate_config(c)

@@ -97,11 +97,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     t = Trainer(config, tmp_path, progress=False)
     real, count = t.train_step, [0]
 
-    def poisoned(params, opt_state, batch, carries, key, lr):
+    def poisoned(params, opt_state, batch, carries, base_key, step, lr):
         count[0] += 1
         if count[0] > 12:
             params = jax.tree.map(lambda p: p * jnp.nan, params)
-        return real(params, opt_state, batch, carries, key, lr)
+        return real(params, opt_state, batch, carries, base_key, step, lr)
     t.train_step = poisoned
     with pytest.raises(NonFiniteLoss, match="loss is nan at step 15"):
         t.run()

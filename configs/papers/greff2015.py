@@ -50,4 +50,5 @@ def get_config(variant="capped"):
         c.train.lr = lr * one_minus
         c.train.epochs = 150
         c.train.patience = 15
+        c.train.checkpoint_secs = 30.0  # a trial is short: a kill loses at most 30 s of it
     return c

@@ -50,6 +50,7 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         patience=0,             # early stopping: evaluations without improvement; 0 = off
         target=ml_collections.FieldReference(None, field_type=float),  # stop once valid reaches it
         checkpoint_every=0,     # extra checkpoints between evaluations (steps); 0 = at evals
+        checkpoint_secs=0.0,    # >0: at evaluations, save only if this long since the last save
         vmap_trials=0,          # train K copies (seeds / lrs) in one program; see training.vmap
         vmap_lrs="",            # comma-separated learning rates for the K copies
     ))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
 from lstm_research import models
@@ -52,7 +53,10 @@ class Trainer:
     def _compile(self):
         self.apply = steps.make_apply(self.model, self.task, self.config.train.input_noise)
         self.train_step_fn, self.eval_step_fn = steps.make_steps(self.apply, self.task, self.tx)
-        self.train_step = jax.jit(self.train_step_fn, donate_argnums=(0, 1))
+        # the step's dropout/noise key and its learning rate are made inside the compiled step
+        # from numpy scalars: eager fold_in and jnp scalars cost more host time than a batch-1
+        # update computes (measured in experiments/sweep_throughput.py)
+        self.train_step = jax.jit(steps.keyed_by_step(self.train_step_fn), donate_argnums=(0, 1))
         self.eval_step = jax.jit(self.eval_step_fn)
 
     def zero_carries(self, params, batch):
@@ -75,7 +79,7 @@ class Trainer:
         for batch in self.task.eval_batches(split):
             batch = pad_time(batch)
             reset = bool(batch.pop("reset", carries is None))
-            batch = parallel.shard_batch(self.mesh, batch) if self._divisible(batch) else batch
+            batch = parallel.feed_batch(self.mesh, batch) if self._divisible(batch) else batch
             if self.task.stateful and (reset or carries is None):
                 carries = self.zero_carries(params, batch)
             s, carries = self.eval_step(params, batch, carries)
@@ -92,7 +96,8 @@ class Trainer:
             result = json.loads(result_path.read_text())
             print(f"{self.workdir}: already finished. {summary_line(result)}")
             return result
-        self._segment_start = time.time()
+        self._segment_start = self._last_save = time.time()
+        self._unsaved_best = None
         arrays, meta = self.init_state()
         ckpt = Checkpoints(self.workdir)
         restored = ckpt.restore_latest(arrays)
@@ -120,6 +125,9 @@ class Trainer:
         self._stop_requested = True
 
     def _save_latest(self, ckpt, arrays, meta):
+        if self._unsaved_best is not None:
+            ckpt.save_best(*self._unsaved_best)
+            self._unsaved_best = None
         if ckpt.latest.latest_step() == meta["step"]:
             return  # just saved (an evaluation step, then SIGTERM)
         if not _finite(arrays["params"]):
@@ -130,6 +138,14 @@ class Trainer:
         meta["wall_time"] += now - self._segment_start
         self._segment_start = now
         ckpt.save_latest(meta["step"], arrays, meta)
+        self._last_save = time.time()
+
+    def _checkpoint_due(self, meta) -> bool:
+        """At an evaluation: save unless ``train.checkpoint_secs`` have not passed since the last
+        save (always at the end and on early stopping)."""
+        secs = self.config.train.get("checkpoint_secs", 0)
+        return (not secs or bool(meta["stopped"]) or meta["step"] >= self.total_steps
+                or time.time() - self._last_save >= secs)
 
     def _loop(self, arrays, meta, ckpt, reporter):
         tc, task = self.config.train, self.task
@@ -140,14 +156,14 @@ class Trainer:
             step = meta["step"]
             batch = pad_time(next(batches))
             reset = bool(batch.pop("reset", False))
-            batch = parallel.shard_batch(self.mesh, batch)
+            batch = parallel.feed_batch(self.mesh, batch)
             if task.stateful and reset:
                 arrays["carries"] = self.zero_carries(arrays["params"], batch)
             lr = optim.learning_rate(tc, step, task.steps_per_epoch, self.total_steps,
                                      meta["plateau_scale"])
             params, opt_state, carries, m = self.train_step(
-                arrays["params"], arrays["opt_state"], batch, arrays["carries"],
-                jax.random.fold_in(base_key, step), jnp.float32(lr))
+                arrays["params"], arrays["opt_state"], batch, arrays["carries"], base_key,
+                np.int32(step), np.float32(lr))
             arrays.update(params=params, opt_state=opt_state, carries=carries)
             meta["step"] = step + 1
             if meta["step"] % tc.log_every == 0 or meta["step"] == self.total_steps:
@@ -160,7 +176,8 @@ class Trainer:
                 reporter.train(meta["step"], loss=loss, lr=lr, grad_norm=float(m["grad_norm"]))
             if meta["step"] % self.eval_every == 0 or meta["step"] == self.total_steps:
                 self._validate(arrays, meta, ckpt, reporter)
-                self._save_latest(ckpt, arrays, meta)
+                if self._checkpoint_due(meta):
+                    self._save_latest(ckpt, arrays, meta)
             elif tc.checkpoint_every and meta["step"] % tc.checkpoint_every == 0:
                 self._save_latest(ckpt, arrays, meta)
             if self._stop_requested:
@@ -180,7 +197,11 @@ class Trainer:
                 and self._is_better(value, meta["best"])):
             meta.update(best=value, best_step=meta["step"], best_valid=metrics, bad_evals=0,
                         plateau_bad=0)
-            ckpt.save_best(meta["step"], {"params": arrays["params"]}, meta)
+            # written with the next latest checkpoint (best before latest): the params are
+            # copied because the next train step donates their buffers
+            self._unsaved_best = (meta["step"], {"params": jax.tree.map(jnp.copy,
+                                                                        arrays["params"])},
+                                  dict(meta))
         else:
             meta["bad_evals"] += 1
             meta["plateau_bad"] += 1

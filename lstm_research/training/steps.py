@@ -75,6 +75,14 @@ def make_steps(apply, task, tx):
     return train_step, eval_step
 
 
+def keyed_by_step(train_step):
+    """``train_step`` taking ``(..., base_key, step, lr)``: the step's key is
+    ``fold_in(base_key, step)``, computed inside the compiled program (same bits as outside)."""
+    def step_fn(params, opt_state, batch, carries, base_key, step, lr):
+        return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step), lr)
+    return step_fn
+
+
 def zero_carries(apply, task, mesh, params, batch):
     """Zero recurrent state for ``batch`` (None for tasks that do not carry state)."""
     if not task.stateful:

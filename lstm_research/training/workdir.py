@@ -15,6 +15,11 @@ class WorkdirMismatch(UserError):
     pass
 
 
+#: keys that say when checkpoints are written, not what a run computes: changing them between a
+#: run and its resumption is not a different config
+RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs"})
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a kill at any instant leaves the old or the new
     content, never a mix: write a sibling temporary file, fsync it, rename it over ``path``."""
@@ -33,7 +38,7 @@ def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:
     current = json.loads(config.to_json_best_effort())
     if saved.exists():
         old = json.loads(saved.read_text())
-        diff = sorted(_diff(old, current, _defaults(current)))
+        diff = sorted(set(_diff(old, current, _defaults(current))) - RESULT_NEUTRAL)
         if diff:
             if not overwrite:
                 raise WorkdirMismatch(
