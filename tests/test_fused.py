@@ -29,6 +29,9 @@ OPTIONS = {
     "reverse": {"reverse": True},
     "lengths": {"lengths": True},
     "lengths_reverse": {"lengths": True, "reverse": True},
+    # every sequence shorter than T: the fused loops stop at the longest one (a traced count)
+    "short_lengths": {"lengths": "short"},
+    "short_lengths_reverse": {"lengths": "short", "reverse": True},
     "recurrent_mask": {"recurrent_mask": True},
 }
 
@@ -50,7 +53,9 @@ def _case(cell, input_size=I):
 
 
 def _loss(cell, options, weights, fused_flag, parallel=False):
-    lengths = jnp.array([T, 3, 0][:B]) if options.get("lengths") else None
+    lengths = None
+    if options.get("lengths"):
+        lengths = jnp.array(([T - 2, 3, 0] if options["lengths"] == "short" else [T, 3, 0])[:B])
     mask = (jax.random.bernoulli(jax.random.key(7), 0.7, (B, H)) / 0.7
             if options.get("recurrent_mask") else None)
 
@@ -104,10 +109,37 @@ def test_fused_matches_autodiff_with_options():
     cases = {}
     for config, option in [("lstm", "reverse"), ("lstm", "lengths"), ("lstm", "recurrent_mask"),
                            ("vanilla", "lengths_reverse"), ("vanilla", "recurrent_mask"),
-                           ("clip", "lengths"), ("nog_niaf", "lengths_reverse")]:
+                           ("clip", "lengths"), ("nog_niaf", "lengths_reverse"),
+                           ("vanilla", "short_lengths"), ("cifg", "short_lengths"),
+                           ("noaf", "short_lengths_reverse"), ("np", "short_lengths")]:
         name, switches = CONFIGS[config]
         cases[f"{config}-{option}"] = (cells.get(name, H, **switches), OPTIONS[option], I)
     _check_all(cases)
+
+
+def test_fused_padding_does_not_change_results():
+    """Padding a batch along time (what the trainer does so that one program serves every
+    length) leaves outputs, final carries and gradients as they were, to float rounding."""
+    cell = cells.get("vanilla", H)
+    params, xs, carry, weights = _case(cell)
+    lengths = jnp.array([T, 3, 0])
+    pad = 9
+    xs_pad = jnp.concatenate([xs, 5.0 * jnp.ones((pad, B, I))])  # garbage past every end
+
+    def loss(params, xs, carry, weights):
+        new, ys = scan(cell, params, xs, carry, lengths=lengths, fused=True)
+        return jnp.sum(ys * weights) + jnp.sum(jnp.sin(new["c"])) + jnp.sum(new["h"] ** 2), ys
+
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (v0, ys0), g0 = f(params, xs, carry, weights)
+    (v1, ys1), g1 = f(params, xs_pad, carry, jnp.concatenate([weights, jnp.ones((pad, B, H))]))
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    np.testing.assert_allclose(ys1[:T], ys0, rtol=1e-6, atol=1e-7)
+    assert not np.asarray(ys1[T:]).any()
+    for a, b in zip(jax.tree.leaves((g0[0], g0[2])), jax.tree.leaves((g1[0], g1[2]))):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g1[1][:T], g0[1], rtol=1e-5, atol=1e-6)
+    assert not np.asarray(g1[1][T:]).any()
 
 
 def test_stack_uses_fused_path_and_matches():

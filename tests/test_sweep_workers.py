@@ -86,7 +86,7 @@ def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         _assert_same_trial(tdir, alone, overrides)
     # the workers filled the sweep's persistent compilation cache, the train step included
-    assert any(p.name.startswith("jit_train_step") for p in (tmp_path / "sw" / ".jax_cache").iterdir())
+    assert any(p.name.startswith("jit_keyed_train_step") for p in (tmp_path / "sw" / ".jax_cache").iterdir())
 
 
 def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):

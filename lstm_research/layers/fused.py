@@ -202,15 +202,28 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
         Y = _put(Y, jnp.where(keep, y, h) if spec.masked else y, t + 1)
         return Y, C, G, O
 
-    Y, C, G, O = jax.lax.fori_loop(0, T, step, (Y, C, G, O), unroll=spec.unroll)
+    Y, C, G, O = jax.lax.fori_loop(0, _steps(spec, valid, T), step, (Y, C, G, O),
+                                   unroll=spec.unroll)
     acts = tuple(G[:, k] for k in range(len(first))) + ((O,) if o_peep else ())
     return Y, C, acts
+
+
+def _steps(spec, valid, T):
+    """The loops' trip count: with ``lengths``, the batch's longest sequence (a traced value:
+    padding a batch to any length then costs only the work outside the loops, and one compiled
+    program serves every length); else T."""
+    if not spec.masked or spec.unroll != 1:
+        return T
+    return jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(jnp.int32)
+
 
 
 def _outputs(spec, Y, C, valid):
     ys = Y[1:]
     if spec.masked:
         ys = jnp.where(valid > 0, ys, jnp.zeros_like(ys))
+        n = _steps(spec, valid, ys.shape[0])  # the loop stopped there: the final carries
+        return _at(Y, n), _at(C, n), ys
     return Y[-1], C[-1], ys
 
 
@@ -285,9 +298,11 @@ def _lstm_bwd(spec, res, cotangents):
     def dot_wT(d):  # d @ w_h^T without materializing the transpose
         return jax.lax.dot_general(d, w_h, (((1,), (1,)), ((), ())))
 
+    n_steps = _steps(spec, valid, T)
+
     def body(k, carry):
         dh, dc, D = carry
-        t = T - 1 - k
+        t = n_steps - 1 - k
         if spec.masked:
             dy, kc, ff, v = (_at(a_, t) for a_ in seq)
         else:
@@ -305,7 +320,10 @@ def _lstm_bwd(spec, res, cotangents):
             dh_prev = jnp.where(v > 0, dh_prev, dh)
         return dh_prev, dc * ff, D
 
-    dh0, dc0, dpre = jax.lax.fori_loop(0, T, body, (dhT, dcT, Kcat), unroll=spec.unroll)
+    # steps past the longest sequence are not visited: their factors are zero (masked above),
+    # so their rows of dpre are too
+    dh0, dc0, dpre = jax.lax.fori_loop(0, n_steps, body, (dhT, dcT, Kcat),
+                                       unroll=spec.unroll)
 
     # Weight gradients: one matmul each over all T*B rows, after the loop.
     h_prev = Y[:-1]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from lstm_research import cells as cells_lib
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
+from lstm_research.layers import fused as fused_lib
 from lstm_research.layers.scan import check_fused
 from lstm_research.layers.scan import scan as scan_over_time
 
@@ -75,6 +76,15 @@ class Stack:
                             f"got {self.unroll!r}")
         check_fused(self.fused)
         self.zoneout_rates()  # validate
+
+    @property
+    def length_free(self) -> bool:
+        """Whether every layer runs the fused LSTM layer, whose loops stop at each batch's longest
+        sequence: padding batches to one length then costs only the work outside the loops, and
+        one compiled program serves every length."""
+        return (not self.parallel and self.fused is not False and self.unroll == 1
+                and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
+                                          remat=self.remat) is None)
 
     def zoneout_rates(self) -> dict | None:
         """``zoneout`` as {carry key: rate}; a float applies to the cell's ``zoneout_keys``."""

@@ -77,6 +77,12 @@ def build(cfg, task) -> nn.Module:
     return {"seq2one": SequenceToOne, "per_step": PerStep}[task.head](rnn, task.output_size)
 
 
+def length_free(model: nn.Module) -> bool:
+    """Whether one compiled program of ``model`` serves every sequence length (see
+    :attr:`lstm_research.layers.Stack.length_free`)."""
+    return model.rnn.stack.length_free
+
+
 def count_params(params) -> int:
     return int(sum(p.size for p in jax.tree.leaves(params)))
 

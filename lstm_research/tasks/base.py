@@ -72,6 +72,11 @@ class Task:
     def eval_batches(self, split: str) -> Iterator[dict]:
         raise NotImplementedError
 
+    def max_length(self, split: str) -> int | None:
+        """The longest time dimension of any batch of ``split`` for variable-length tasks
+        (batches with ``lengths``); None when the task does not know it."""
+        return None
+
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, dict]:
         raise NotImplementedError
 

@@ -151,6 +151,9 @@ class JSBChorales(Task):
                                           shuffle=False):
             yield self._shifted(x, lengths)
 
+    def max_length(self, split):
+        return max(len(r) for r in self.rolls[split]) - 1  # inputs are the frames but the last
+
     def loss(self, outputs, batch):
         mask = batch_step_mask(batch, outputs.shape[1])
         nll = jnp.sum(bernoulli_nll(outputs, batch["y"]), -1) * mask

@@ -30,6 +30,12 @@ def pad_time(batch: dict) -> dict:
     return pad_time_to(batch, T + (-T % TIME_BUCKET))
 
 
+def pad_time_at_least(batch: dict, T: int | None) -> dict:
+    """:func:`pad_time`, but to at least ``T`` steps (rounded up likewise) when ``T`` is given."""
+    t = batch["x"].shape[1] if T is None else max(T, batch["x"].shape[1])
+    return pad_time_to(batch, t + (-t % TIME_BUCKET))
+
+
 def pad_to_longest(batches: list[dict]) -> list[dict]:
     """Pad each batch of a list to the longest time dimension among them."""
     T = max(b["x"].shape[1] for b in batches)

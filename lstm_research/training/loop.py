@@ -20,7 +20,7 @@ from absl import logging
 
 from lstm_research import models
 from lstm_research.training import optim, parallel, steps
-from lstm_research.training.batches import pad_time
+from lstm_research.training.batches import pad_time_at_least
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.reporting import Reporter, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
@@ -43,6 +43,11 @@ class Trainer:
         self.task = steps.build_task(config, self.mesh)
         self.model = models.build(config.model, self.task)
         self.total_steps, self.eval_every = steps.run_length(config.train, self.task)
+        # a model whose loops stop at each batch's longest sequence gets every batch of a split
+        # padded to the split's longest: one compiled program per split instead of one per
+        # length bucket (compiling dominated short trials)
+        self.time_bound = ({s: self.task.max_length(s) for s in ("train", "valid", "test")}
+                           if models.length_free(self.model) else {})
         self.tx = optim.build_optimizer(config.train)
         self.progress = progress
         self._stop_requested = False
@@ -77,7 +82,7 @@ class Trainer:
     def evaluate(self, params, split):
         sums, carries = None, None
         for batch in self.task.eval_batches(split):
-            batch = pad_time(batch)
+            batch = pad_time_at_least(batch, self.time_bound.get(split))
             reset = bool(batch.pop("reset", carries is None))
             batch = parallel.feed_batch(self.mesh, batch) if self._divisible(batch) else batch
             if self.task.stateful and (reset or carries is None):
@@ -154,7 +159,7 @@ class Trainer:
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]
-            batch = pad_time(next(batches))
+            batch = pad_time_at_least(next(batches), self.time_bound.get("train"))
             reset = bool(batch.pop("reset", False))
             batch = parallel.feed_batch(self.mesh, batch)
             if task.stateful and reset:

@@ -78,9 +78,9 @@ def make_steps(apply, task, tx):
 def keyed_by_step(train_step):
     """``train_step`` taking ``(..., base_key, step, lr)``: the step's key is
     ``fold_in(base_key, step)``, computed inside the compiled program (same bits as outside)."""
-    def step_fn(params, opt_state, batch, carries, base_key, step, lr):
+    def keyed_train_step(params, opt_state, batch, carries, base_key, step, lr):
         return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step), lr)
-    return step_fn
+    return keyed_train_step
 
 
 def zero_carries(apply, task, mesh, params, batch):
@@ -103,8 +103,13 @@ def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     k_init, k_reinit = jax.random.split(key)
     batch = pad_time(next(iter(task.train_batches(0))))
     batch.pop("reset", None)
-    variables = model.init(k_init, batch["x"], None, batch.get("lengths"))
-    params = optim.initialize(config.train, variables["params"], k_reinit)
+
+    def init(k_init, k_reinit, x, lengths):
+        variables = model.init(k_init, x, None, lengths)
+        return optim.initialize(config.train, variables["params"], k_reinit)
+    # one compiled program: run eagerly, init compiled dozens of small per-shape programs (about
+    # 3 s for every new width; the same bits either way)
+    params = jax.jit(init)(k_init, k_reinit, batch["x"], batch.get("lengths"))
     params = parallel.shard_params(mesh, params)
     opt_state = parallel.shard_params(mesh, tx.init(params))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
