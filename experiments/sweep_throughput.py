@@ -41,6 +41,9 @@ CONFIG = "configs/papers/greff2015.py:paper"
 AXES = ("model.hidden_size=int_loguniform(20,200)", "lr=loguniform(1e-6,1e-2)",
         "one_minus_momentum=loguniform(0.01,1)", "train.input_noise=uniform(0,1)")
 FULL_STUDY_TRIAL_EPOCHS = 1800 * 60
+# epochs per trial of the full study: the issue's estimate, and the mean of the 141 trials of the
+# recorded paper-protocol sweep (experiments/results/greff2015_paper; 82 of them ran all 150)
+STUDY_EPOCHS = (60, 122)
 
 
 def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
@@ -109,6 +112,29 @@ def time_widths(widths, root: Path, extra: int) -> dict:
     return out
 
 
+def mean_epoch_s(per_width: dict, draws: int, seed: int) -> float:
+    """Mean epoch time over widths drawn log-uniform in [20, 200], interpolating the measured
+    widths log-log."""
+    import numpy as np
+    ws = np.array(sorted(int(w) for w in per_width), float)
+    ts = np.array([per_width[str(int(w))]["epoch_s"] for w in ws])
+    draws_w = np.exp(np.random.default_rng(seed).uniform(np.log(20), np.log(200), 10_000))
+    return float(np.mean(np.exp(np.interp(np.log(draws_w), np.log(ws), np.log(ts)))))
+
+
+def project(report: dict, args) -> dict:
+    """Hours for 1800 trials of E epochs, per mode: the measured mean trial duration (its fixed
+    cost and E_bench epochs) plus (E - E_bench) epochs at the mean epoch time over drawn widths,
+    P trials at a time."""
+    epoch = mean_epoch_s(report["per_width"], args.draws, args.sweep_seed)
+    out = {}
+    for e in STUDY_EPOCHS:
+        out[str(e)] = {m: round(1800 * (r["mean_trial_duration_s"] + (e - args.epochs) * epoch)
+                                / args.parallel / 3600, 2)
+                       for m, r in report["modes"].items()}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--draws", type=int, default=10, help="random draws per cell variant (K)")
@@ -142,6 +168,10 @@ def main(argv=None) -> int:
                                                    / m["processes"]["trial_epochs_per_hour"], 3)
             print(f"workers / processes: {report['workers_vs_processes']:.2f}x")
         report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root, args.timing_epochs)
+        report["projection"] = project(report, args)
+        for e, h in report["projection"].items():
+            print(f"projected full study (1800 trials x {e} epochs, {args.parallel} at a time): "
+                  + ", ".join(f"{m} {v:.1f} h" for m, v in h.items()))
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
