@@ -21,19 +21,37 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "kill_storm_worker.py"
 
 
-def _life(workdir, name, kill="", steps=60):
-    # the persistent compilation cache (shared by the reference run and every life) saves
-    # most of each start's compile time; cached executables are the same programs
-    env = {**os.environ, "KILL": kill, "KILL_STORM_STEPS": str(steps),
-           "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": str(Path(workdir).parent / "jax_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    proc = subprocess.run([sys.executable, str(WORKER), str(workdir), name], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc.returncode
+class Lives:
+    """Runs lives of the worker, each a fresh process forked from one zygote (see
+    ``kill_storm_worker.zygote``); a life's stderr goes to ``stderr.txt`` beside the workdirs."""
+
+    def __init__(self, root):
+        # the persistent compilation cache (shared by the reference run and every life) saves
+        # most of each start's compile time; cached executables are the same programs
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+               "JAX_COMPILATION_CACHE_DIR": str(root / "jax_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+        self.log = root / "stderr.txt"
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), "--zygote"], cwd=ROOT,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self.log, "w"), text=True)
+
+    def __call__(self, workdir, name, kill="", steps=60):
+        start = self.log.stat().st_size
+        self.proc.stdin.write(f"{workdir} {name} {kill or '-'} {steps}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        err = self.log.read_text()[start:]
+        assert line, f"the zygote died: {err[-3000:]}"
+        rc = int(line)
+        assert rc in (0, -signal.SIGKILL), err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        return rc
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def _kills(n, seed):
@@ -54,12 +72,21 @@ def _tmp_folders(workdir):
 def _result(workdir):
     r = json.loads((workdir / "result.json").read_text())
     r.pop("wall_time")
+    r["config"]["train"].pop("checkpoint_every")  # the reference run saves less often
     return r
 
 
 def _storm(tmp_path, name, n_kills, steps, seed):
+    lives = Lives(tmp_path)
+    try:
+        return _storm_with(lives, tmp_path, name, n_kills, steps, seed)
+    finally:
+        lives.close()
+
+
+def _storm_with(_life, tmp_path, name, n_kills, steps, seed):
     ref, run = tmp_path / "ref", tmp_path / "storm"
-    assert _life(ref, name, steps=steps) == 0
+    assert _life(ref, name, "sparse", steps=steps) == 0
     killed, tmp_left = 0, 0
     for kill in _kills(n_kills, seed):
         if (run / "result.json").exists():
