@@ -113,6 +113,9 @@ def test_mirror_downloads_every_file_then_has_nothing_to_do(small, server, tmp_p
     assert sorted(server.requests) == sorted(f"/mirror/{rel}" for rel in small)
     assert _leftovers(data_dir) == []
     assert len(err) == 2 and all("sha256 verified" in line for line in err), err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(data_dir / rel).stat().st_mode & 0o777 for rel in small} == {0o666 & ~umask}
     # again: every file is there and verified, nothing is fetched
     rc, err = _run_cli(["download", "--data_dir", str(data_dir), "--mirror", server.url], capfd)
     assert rc == 0 and len(server.requests) == len(small)
@@ -165,7 +168,9 @@ def test_unreachable_or_missing_url_is_one_line_naming_it_and_mirror(small, serv
         rc, err = _run_cli(["download", "jsb", "--data_dir", str(data_dir), "--mirror", mirror],
                            capfd)
         assert rc == 2 and len(err) == 1, err
-        assert f"{mirror}/jsb_chorales/{jsb.JSON_FILE}" in err[0] and "--mirror" in err[0]
+        assert f"{mirror}/jsb_chorales/{jsb.JSON_FILE}" in err[0]
+        assert f"python -m lstm_research.data download jsb --data_dir {data_dir} --mirror URL" \
+            in err[0]
         assert reason in err[0], err
         assert not (data_dir / "jsb_chorales" / jsb.JSON_FILE).exists()
         assert _leftovers(data_dir) == []

@@ -50,12 +50,14 @@ def missing_files(name: str, data_dir=None) -> list[KnownFile]:
     return [f for f in dataset_files(name) if not (root / f.relpath).is_file()]
 
 
-def _unreachable(url: str, err: BaseException) -> DataError:
+class Unreachable(DataError):
+    """A URL could not be fetched (:func:`download` adds how to use a mirror instead)."""
+
+
+def _unreachable(url: str, err: BaseException) -> Unreachable:
     reason = (f"HTTP {err.code} {err.reason}" if isinstance(err, urllib.error.HTTPError)
               else getattr(err, "reason", None) or err)
-    return DataError(f"cannot download {url}: {reason}; check the network, or pass "
-                     f"--mirror URL (a server holding <URL>/<relpath> of each file, e.g. "
-                     f"<URL>/ptb/ptb.train.txt)")
+    return Unreachable(f"cannot download {url}: {reason}")
 
 
 def _copy_hashed(src: BinaryIO, dst: BinaryIO, bar=None) -> str:
@@ -105,6 +107,9 @@ def _keep_if_verified(tmp: Path, sha: str, known: KnownFile, dest: Path, source:
         raise DataError(f"{source} is not the known {known.relpath}: sha256 {sha}, expected "
                         f"{known.sha256}; nothing was kept (a different version, or a broken "
                         f"mirror: try again or another --mirror)")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a temporary file is private (0600); the data file is not
     os.replace(tmp, dest)
     return dest
 
@@ -143,6 +148,24 @@ def _fetch_from_archive(url: str, members: list[KnownFile], root: Path, progress
     return out
 
 
+def _fetch_all(todo: list[KnownFile], root: Path, mirror: str | None, progress) -> None:
+    if mirror:
+        base = mirror.rstrip("/")
+        for f in todo:
+            _fetch_file(f"{base}/{f.relpath}", f, root / f.relpath, progress)
+        return
+    by_url: dict[str, list[KnownFile]] = {}
+    for f in todo:
+        by_url.setdefault(f.url, []).append(f)
+    for url, group in by_url.items():
+        archived = [f for f in group if f.member]
+        if archived:
+            _fetch_from_archive(url, archived, root, progress)
+        for f in group:
+            if not f.member:
+                _fetch_file(url, f, root / f.relpath, progress)
+
+
 def download(name: str, data_dir=None, mirror: str | None = None,
              progress: bool | None = None, only: Iterable[KnownFile] | None = None,
              log: Callable[[str], None] = say) -> list[Path]:
@@ -169,21 +192,12 @@ def download(name: str, data_dir=None, mirror: str | None = None,
     except OSError as e:
         raise DataError(f"cannot create the data dir {root}: {e.strerror}; pass --data_dir DIR "
                         f"(or set $LSTM_RESEARCH_DATA) to a writable folder") from None
-    if mirror:
-        base = mirror.rstrip("/")
-        for f in todo:
-            _fetch_file(f"{base}/{f.relpath}", f, root / f.relpath, progress)
-    else:
-        by_url: dict[str, list[KnownFile]] = {}
-        for f in todo:
-            by_url.setdefault(f.url, []).append(f)
-        for url, group in by_url.items():
-            archived = [f for f in group if f.member]
-            if archived:
-                _fetch_from_archive(url, archived, root, progress)
-            for f in group:
-                if not f.member:
-                    _fetch_file(url, f, root / f.relpath, progress)
+    try:
+        _fetch_all(todo, root, mirror, progress)
+    except Unreachable as e:
+        raise DataError(f"{e}; check the network, or use a mirror: python -m lstm_research.data "
+                        f"download {name} --data_dir {root} --mirror URL (a server holding "
+                        f"URL/<relpath> of each file, e.g. URL/{todo[0].relpath})") from None
     log(f"{label}: downloaded {', '.join(f.relpath for f in todo)} into {root} "
         f"(sha256 verified)")
     return [root / f.relpath for f in wanted]
