@@ -224,3 +224,12 @@ def test_mirror_of_the_real_files(server, tmp_path, capfd):
     for rel, known in files.KNOWN_FILES.items():
         got = tmp_path / "data" / rel
         assert got.stat().st_size == known.size and files.sha256_file(got) == known.sha256
+
+
+def test_a_broken_archive_is_refused_and_nothing_is_kept(small, server, tmp_path, capfd):
+    tgz = server.root / "archive" / "simple-examples.tgz"
+    tgz.write_bytes(tgz.read_bytes()[:40])  # cut inside the compressed stream
+    data_dir = tmp_path / "data"
+    rc, err = _run_cli(["download", "ptb", "--data_dir", str(data_dir)], capfd)
+    assert rc == 2 and len(err) == 1 and "is not a readable .tgz archive" in err[0], err
+    assert not list((data_dir / "ptb").iterdir())

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
@@ -120,17 +121,13 @@ def _fetch_file(url: str, known: KnownFile, dest: Path, progress) -> Path:
 
 
 def _fetch_from_archive(url: str, members: list[KnownFile], root: Path, progress) -> list[Path]:
-    """Download the .tgz at ``url`` once and extract ``members`` (each verified) into ``root``."""
+    """Download the .tgz at ``url`` once and extract ``members`` (each verified) into ``root``;
+    the archive itself is not kept."""
     first = root / members[0].relpath
     archive, _ = _fetch(url, first.parent / Path(url).name, Path(url).name, progress)
     out = []
     try:
-        try:
-            tar = tarfile.open(archive, "r:gz")
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"{url} is not a readable .tgz archive ({e}); nothing was kept; try "
-                            f"again or pass --mirror URL") from None
-        with tar:
+        with tarfile.open(archive, "r:gz") as tar:
             by_name = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
             for known in members:
                 member = by_name.get(known.member)
@@ -139,10 +136,17 @@ def _fetch_from_archive(url: str, members: list[KnownFile], root: Path, progress
                                     f"(pass --mirror URL for another source)")
                 dest = root / known.relpath
                 tmp = _temp_next_to(dest)
-                with tmp, tar.extractfile(member) as src:
-                    sha = _copy_hashed(src, tmp)
+                try:
+                    with tmp, tar.extractfile(member) as src:
+                        sha = _copy_hashed(src, tmp)
+                except BaseException:
+                    os.unlink(tmp.name)
+                    raise
                 out.append(_keep_if_verified(Path(tmp.name), sha, known, dest,
                                              f"{known.member} of {url}"))
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f"{url} is not a readable .tgz archive ({e}); nothing more was kept; "
+                        f"try again or pass --mirror URL") from None
     finally:
         archive.unlink()
     return out
