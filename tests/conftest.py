@@ -5,9 +5,18 @@ puts this folder on ``sys.path``, and so does running ``tests/parallel_worker.py
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import jax
 
 from lstm_research.training import base_config
+
+# The tests read the real data from ../shared/data (or a $LSTM_RESEARCH_DATA set by the caller),
+# never from the user cache, and a run never downloads into a data dir set this way; tests that
+# need the files skip without them.
+SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+os.environ.setdefault("LSTM_RESEARCH_DATA", str(SHARED_DATA))
 
 #: compile options for tests of small numeric programs: compile time dominates, not run time
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}

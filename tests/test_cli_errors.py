@@ -135,6 +135,7 @@ def _check(main, argv, expect, tmp, capfd):
 def test_run_py_bad_command_line(argv, expect, tmp, capfd, monkeypatch):
     if any("no_data" in a for a in argv):  # no TFDS cache either: the raw files are needed
         monkeypatch.setenv("HOME", str(tmp / "a_file" / "home"))
+        monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     elif any("ptb" in a for a in argv):
         from lstm_research.data.files import default_tfds_dir
         if not (default_tfds_dir() / "lstm_research_ptb").is_dir():

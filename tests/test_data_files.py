@@ -14,12 +14,25 @@ REAL_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 def test_default_dirs(monkeypatch, tmp_path):
     monkeypatch.delenv(files.DATA_ENV_VAR, raising=False)
-    assert files.default_data_dir() == REAL_DATA
+    monkeypatch.delenv(files.TFDS_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert files.default_data_dir() == tmp_path / "home" / ".cache" / "lstm_research" / "data"
+    assert files.uses_default_data_dir(None)
+    assert not files.uses_default_data_dir(tmp_path)
+    assert files.default_tfds_dir() == tmp_path / "home" / ".cache" / "lstm_research" / "tfds"
     monkeypatch.setenv(files.DATA_ENV_VAR, str(tmp_path))
     assert files.default_data_dir() == tmp_path
+    assert not files.uses_default_data_dir(None)
     assert files.resolve_data_dir(None) == tmp_path
     assert files.resolve_data_dir(tmp_path / "x") == tmp_path / "x"
-    assert files.default_tfds_dir() == Path.home() / ".cache" / "lstm_research" / "tfds"
+    monkeypatch.setenv(files.TFDS_ENV_VAR, str(tmp_path / "tfds"))
+    assert files.resolve_tfds_dir(None) == tmp_path / "tfds"
+
+
+def test_missing_known_file_names_the_download_command(tmp_path):
+    with pytest.raises(files.DataError) as e:
+        files.verify_files(tmp_path / "ptb", files.known_checksums("ptb"))
+    assert f"python -m lstm_research.data download ptb --data_dir {tmp_path}" in str(e.value)
 
 
 def test_verify_file(tmp_path):

@@ -12,16 +12,22 @@ other versions of a corpus), so caches built from different sources never mix.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import inspect
+import io
 import json
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import tensorflow_datasets as tfds
 from etils import epath
 
+from lstm_research.data import download as downloads
 from lstm_research.data import files
 
 DEFAULT_CONFIG = "default"
@@ -46,6 +52,7 @@ class VerifiedManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
     """
 
     KNOWN_SUBDIR: str = ""
+    LABEL: str = ""  # the data set's name in messages
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(
         name=DEFAULT_CONFIG, description="the project's known files (lstm_research.data.files)")]
 
@@ -80,17 +87,73 @@ class VerifiedManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
         return files.verify_files(Path(os.fspath(manual_dir)), self._checksums)
 
 
-def prepare(builder: VerifiedManualBuilder, manual_dir: Path) -> VerifiedManualBuilder:
+@contextlib.contextmanager
+def _quiet_absl():
+    """Hide absl's warnings (TFDS logs one about every new cache folder)."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Silence TFDS while it prepares: its "Downloading and preparing dataset Unknown size"
+    and "Dataset ... prepared" prints, its progress bars and absl's warnings. Exceptions still
+    propagate."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+    bars = getattr(tqdm_utils, "_active", True)
+    tfds.display_progress_bar(False)
+    try:
+        with _quiet_absl(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(bars)
+
+
+def prepare(builder: VerifiedManualBuilder, manual_dir: Path,
+            fetch: Callable[[], None] | None = None) -> VerifiedManualBuilder:
     """Build ``builder`` from ``manual_dir`` unless its cache is already prepared.
 
-    The raw files are verified (clear :class:`~lstm_research.data.files.DataError`) before
-    TFDS sees them; a prepared cache is reused without touching the raw files.
+    ``fetch`` (if given) is called first when the cache is not prepared (to download missing
+    raw files). The raw files are verified (clear :class:`~lstm_research.data.files.DataError`)
+    before TFDS sees them; the first preparation prints one line on stderr instead of TFDS's
+    output; a prepared cache is reused without touching the raw files.
     """
     if not builder.is_prepared():
+        if fetch is not None:
+            fetch()
         builder.verified_manual_files(manual_dir)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+        print(f"preparing {builder.LABEL or builder.name}, once (cached in {builder.data_dir})",
+              file=sys.stderr, flush=True)
+        with _quiet_tfds():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
     return builder
+
+
+def prepared_builder(cls: type[VerifiedManualBuilder], data_dir=None, tfds_dir=None,
+                     checksums: Mapping[str, str] | None = None, download: bool = False):
+    """A ``cls`` builder over ``<data_dir>/<cls.KNOWN_SUBDIR>``, prepared (see :func:`prepare`).
+
+    ``data_dir``: raw data (default ``$LSTM_RESEARCH_DATA``, else
+    ``~/.cache/lstm_research/data``); ``tfds_dir``: TFDS cache (default ``$TFDS_DATA_DIR``,
+    else ``~/.cache/lstm_research/tfds``); ``checksums``: ``{file name: sha256}`` expected
+    (default: the known files); ``download``: when the cache is not prepared, first download
+    the known files missing from the data dir (one line says so).
+    """
+    manual_dir = files.resolve_data_dir(data_dir) / cls.KNOWN_SUBDIR
+    with _quiet_absl():
+        builder = cls(data_dir=os.fspath(files.resolve_tfds_dir(tfds_dir)), checksums=checksums)
+    fetch = None
+    if download and checksums is None:
+        name = next(n for n, d in files.DATASETS.items() if d.subdir == cls.KNOWN_SUBDIR)
+        fetch = functools.partial(downloads.download_missing, name, manual_dir.parent)
+    return prepare(builder, manual_dir, fetch)
 
 
 def read_split(builder: tfds.core.DatasetBuilder, split: str) -> list[dict]:

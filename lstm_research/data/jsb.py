@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +26,7 @@ import tensorflow_datasets as tfds
 
 from lstm_research.data import files
 from lstm_research.data.arrays import check_int, pad_batch
-from lstm_research.data._tfds_util import VerifiedManualBuilder, prepare, read_split
+from lstm_research.data._tfds_util import VerifiedManualBuilder, prepared_builder, read_split
 
 SPLITS = ("train", "valid", "test")
 JSON_FILE = "jsb-chorales-quarter.json"
@@ -69,6 +68,7 @@ class JsbChorales(VerifiedManualBuilder):
 
     name = "lstm_research_jsb_chorales"
     KNOWN_SUBDIR = "jsb_chorales"
+    LABEL = files.DATASETS["jsb"].label
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Piano rolls of jsb-chorales-quarter.json, in file order."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -105,23 +105,20 @@ class JsbChorales(VerifiedManualBuilder):
 
 
 def jsb_builder(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None,
-                ) -> JsbChorales:
+                download: bool = False) -> JsbChorales:
     """The JSB TFDS builder, prepared (built from ``<data_dir>/jsb_chorales`` if not cached).
 
-    ``data_dir``: raw data (default ``$LSTM_RESEARCH_DATA`` or ``<repo>/../shared/data``);
-    ``tfds_dir``: TFDS cache (default ``~/.cache/lstm_research/tfds``); ``checksums``:
-    ``{file name: sha256}`` expected in ``jsb_chorales/`` (default: the known file).
+    Arguments (data dir, TFDS cache dir, expected ``{file name: sha256}``, download missing
+    files first) as in :func:`~lstm_research.data._tfds_util.prepared_builder`.
     """
-    manual_dir = files.resolve_data_dir(data_dir) / "jsb_chorales"
-    builder = JsbChorales(data_dir=os.fspath(files.resolve_tfds_dir(tfds_dir)),
-                          checksums=checksums)
-    return prepare(builder, manual_dir)
+    return prepared_builder(JsbChorales, data_dir, tfds_dir, checksums, download)
 
 
-def load_jsb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None) -> dict:
+def load_jsb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None,
+             download: bool = False) -> dict:
     """``dict(train=[...], valid=[...], test=[...])``: lists of ``[T, 88]`` float32 piano rolls
     in file order (229 / 76 / 77 on the real data). Arguments as in :func:`jsb_builder`."""
-    builder = jsb_builder(data_dir, tfds_dir, checksums)
+    builder = jsb_builder(data_dir, tfds_dir, checksums, download)
     out = {}
     for split in SPLITS:
         records = sorted(read_split(builder, split), key=lambda r: int(r["index"]))

@@ -12,13 +12,13 @@ Real-file counts: 929589 / 73760 / 82430 tokens (train / valid / test), vocabula
 
 The raw files are turned into a TFDS dataset (:class:`PtbLanguageModeling`, one example per
 line, original order, ``array_record`` format, no TensorFlow needed) cached under ``tfds_dir``
-(default ``~/.cache/lstm_research/tfds``); :func:`load_ptb` is the simple API on top.
+(default ``$TFDS_DATA_DIR``, else ``~/.cache/lstm_research/tfds``); :func:`load_ptb` is the simple
+API on top.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 
 from lstm_research.data import files
 from lstm_research.data.arrays import check_int
-from lstm_research.data._tfds_util import VerifiedManualBuilder, prepare, read_split
+from lstm_research.data._tfds_util import VerifiedManualBuilder, prepared_builder, read_split
 
 EOS = "<eos>"
 SPLITS = ("train", "valid", "test")
@@ -50,6 +50,7 @@ class PtbLanguageModeling(VerifiedManualBuilder):
 
     name = "lstm_research_ptb"
     KNOWN_SUBDIR = "ptb"
+    LABEL = files.DATASETS["ptb"].label
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Lines of Mikolov's ptb.{train,valid,test}.txt, in file order."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -107,27 +108,24 @@ def words_to_ids(words: Sequence[str], vocab: Sequence[str], split: str = "?") -
 
 
 def ptb_builder(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None,
-                ) -> PtbLanguageModeling:
+                download: bool = False) -> PtbLanguageModeling:
     """The PTB TFDS builder, prepared (built from ``<data_dir>/ptb`` if not cached yet).
 
-    ``data_dir``: raw data (default ``$LSTM_RESEARCH_DATA`` or ``<repo>/../shared/data``);
-    ``tfds_dir``: TFDS cache (default ``~/.cache/lstm_research/tfds``); ``checksums``:
-    ``{file name: sha256}`` expected in ``ptb/`` (default: the known files).
+    Arguments (data dir, TFDS cache dir, expected ``{file name: sha256}``, download missing
+    files first) as in :func:`~lstm_research.data._tfds_util.prepared_builder`.
     """
-    manual_dir = files.resolve_data_dir(data_dir) / "ptb"
-    builder = PtbLanguageModeling(data_dir=os.fspath(files.resolve_tfds_dir(tfds_dir)),
-                                  checksums=checksums)
-    return prepare(builder, manual_dir)
+    return prepared_builder(PtbLanguageModeling, data_dir, tfds_dir, checksums, download)
 
 
-def load_ptb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None) -> dict:
+def load_ptb(data_dir=None, tfds_dir=None, checksums: Mapping[str, str] | None = None,
+             download: bool = False) -> dict:
     """Load PTB as token ids: ``dict(train=int32[n], valid=int32[n], test=int32[n],
     vocab=list[str])`` (ids index ``vocab``; vocabulary from the training split).
 
     See :func:`ptb_builder` for the arguments. A missing or corrupt raw file raises
     :class:`~lstm_research.data.files.DataError` (unless the TFDS cache is already built).
     """
-    builder = ptb_builder(data_dir, tfds_dir, checksums)
+    builder = ptb_builder(data_dir, tfds_dir, checksums, download)
     words = {split: tokenize_lines(r["text"].decode("utf-8") for r in read_split(builder, split))
              for split in SPLITS}
     vocab = build_vocab(words["train"])

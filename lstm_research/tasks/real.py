@@ -31,13 +31,17 @@ def _frozen(data: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, data_dir: str) -> dict:
+def _load_cached(name: str, data_dir: str, download: bool) -> dict:
     """A data set loaded once per process and data dir (a sweep worker runs many trials)."""
-    return _frozen({"jsb": jsb.load_jsb, "ptb": ptb.load_ptb}[name](data_dir))
+    loader = {"jsb": jsb.load_jsb, "ptb": ptb.load_ptb}[name]
+    return _frozen(loader(data_dir, download=download))
 
 
 def _load(name: str, data_dir: str) -> dict:
-    data = _load_cached(name, str(files.resolve_data_dir(data_dir or None).resolve()))
+    """Load data set ``name``; missing files are downloaded first only into the default data
+    dir (``~/.cache/lstm_research/data``), never into one the user chose."""
+    download = files.uses_default_data_dir(data_dir or None)
+    data = _load_cached(name, str(files.resolve_data_dir(data_dir or None).resolve()), download)
     return {k: list(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
