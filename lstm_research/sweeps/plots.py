@@ -360,7 +360,7 @@ def plot_gates(rows: Sequence[Mapping], out: Path | str, *, keys: Sequence[str],
     for tick, g in zip(axes[-1].get_xticklabels(), labels):
         if g == baseline:
             tick.set_fontweight("bold")
-    axes[0].set_title("validation gate statistics per group (layer/gate; best checkpoint)")
+    axes[0].set_title("valid gate statistics per group (best checkpoint)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out)
     return Path(out)

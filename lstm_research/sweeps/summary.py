@@ -406,8 +406,8 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
         from lstm_research.tasks import metric_label  # jax: only when plotting
 
         label = metric_label(_task_name(sweep_dir, rows), metric)
-        marks_note = (f"*: Welch p < {alpha:g}, †: sign test p < {alpha:g} vs {base}"
-                + (" (Holm-adjusted)" if holm_adjust else ""))
+        marks_note = (f"*: Welch p < {alpha:g}, †: sign test p < {alpha:g}\nvs {base}"
+                      + (" (Holm-adjusted)" if holm_adjust else ""))
         out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                   lower_is_better=lower_is_better, label=label,
                                   marks=significance_marks(out["groups"], alpha, holm_adjust),
@@ -422,7 +422,7 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
                            baseline=base, lower_is_better=lower_is_better, label=label,
                            title=f"top {100 * top:g}% of each group (by valid {metric})",
                            marks=significance_marks(top_stats, alpha, holm_adjust),
-                           marks_note=marks_note.split(", †")[0]
+                           marks_note=f"*: Welch p < {alpha:g} vs {base}"
                            + (" (Holm-adjusted)" if holm_adjust else ""))
             out["plots"] = [box, *out["plots"]] if box else out["plots"]
     out["summary_md"] = write_summary(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
