@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--top", type=float, default=None, metavar="FRACTION",
                    help="also analyze each group's best FRACTION of trials, ranked by validation "
                         "(Greff et al. 2015: 0.1): table, Welch tests, box_<metric>_top.png")
+    o.add_argument("--holm", action="store_true",
+                   help="Holm-adjust the p-values of each table's comparisons with the baseline "
+                        "(verdicts and the box plots' significance marks use the adjusted p)")
     o.add_argument("--no_plots", action="store_true")
     o.add_argument("--no_summary", action="store_true", help="do not summarize after running")
     return p
@@ -124,7 +127,8 @@ def _summarize(sweep_dir: str, args) -> None:
 
     out = summarize(sweep_dir, group_by=args.group_by, baseline=args.baseline, metric=args.metric,
                     lower_is_better=None if args.higher_is_better is None else not args.higher_is_better,
-                    alpha=args.alpha, plots=not args.no_plots, top=args.top)
+                    alpha=args.alpha, plots=not args.no_plots, top=args.top,
+                    holm_adjust=args.holm)
     print(f"wrote {out['results_csv']}\nwrote {out['summary_md']}")
     for p in out["plots"]:
         print(f"wrote {p}")

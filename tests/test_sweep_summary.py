@@ -171,7 +171,7 @@ def test_plots(tmp_path):
     sweep = _make_sweep(tmp_path)
     out = summarize(sweep)
     names = sorted(p.name for p in out["plots"])
-    assert names == ["box_nll.png", "curves.png"]
+    assert names == ["box_nll.png", "curves.png", "curves_groups.png"]
     for p in out["plots"]:
         _png_ok(p)
     assert "![box_nll](box_nll.png)" in (sweep / "summary.md").read_text()
@@ -229,7 +229,7 @@ def test_top_fraction_analysis_ranks_by_validation(tmp_path):
     assert "## test `nll` of the top 50% of each group (ranked by valid `nll`)" in md
     t, p = sps.ttest_ind([0.5, 0.52], [1.0, 1.1], equal_var=False)
     top_table = md.split("## test `nll` of the top 50%")[1].split("##")[0]
-    assert f"| np | 2 | 0 | 0.5 | 0.51 | 0.51 | {math.sqrt(0.0002):.4g} | -0.54 | {t:.3f} | {p:.3g} |" in top_table
+    assert f"| np ⚠ | 2 | 0 | 0.5 | 0.51 | 0.51 | {math.sqrt(0.0002):.4g} | -0.54 | {t:.3f} | {p:.3g} |" in top_table
     assert (sweep / "box_nll_top.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="fraction in"):
         top_rows(rows, metric="nll", keys=["model.cell"], fraction=0)

@@ -111,6 +111,14 @@ class Cell:
     def recur(self, params: Params, carry: Carry, px) -> tuple[Carry, jax.Array]:
         raise NotImplementedError
 
+    def recur_gates(self, params: Params, carry: Carry,
+                    px) -> tuple[Carry, jax.Array, dict[str, jax.Array]]:
+        """``recur`` plus the step's gate activations ``{gate name: [..., H]}`` (each in [0, 1]),
+        for diagnostics (:mod:`lstm_research.training.diagnostics`); cells without gates return
+        ``{}``. A cell with gates computes its step here and its ``recur`` drops the gates."""
+        carry, y = self.recur(params, carry, px)
+        return carry, y, {}
+
     def step(self, params: Params, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
         """One time step on raw input ``x`` of shape ``[..., input_size]``."""
         return self.recur(params, carry, self.project(params, x))

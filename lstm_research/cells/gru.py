@@ -50,6 +50,11 @@ class GRU(base.Cell):
         return x @ params["w_x"] + params["b"]
 
     def recur(self, params, carry, px):
+        carry, h, _ = self.recur_gates(params, carry, px)
+        return carry, h
+
+    def recur_gates(self, params, carry, px):
+        """The step, and its gates ``r`` (reset) and ``u`` (update)."""
         h = carry["h"]
         H = self.hidden_size
         x_r, x_u, x_n = jnp.split(px, 3, axis=-1)
@@ -64,7 +69,7 @@ class GRU(base.Cell):
             u = jax.nn.sigmoid(x_u + h_u)
             n = jnp.tanh(x_n + (r * h) @ params["w_h"][:, 2 * H:])
         h = u * h + (1.0 - u) * n
-        return {"h": h}, h
+        return {"h": h}, h, {"r": r, "u": u}
 
 
 @dataclasses.dataclass(frozen=True)

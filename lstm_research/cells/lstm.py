@@ -160,6 +160,12 @@ class LSTM(base.Cell):
         return wx + params["b"]
 
     def recur(self, params, carry, px):
+        carry, y, _ = self.recur_gates(params, carry, px)
+        return carry, y
+
+    def recur_gates(self, params, carry, px):
+        """The step, and its gates ``i``, ``f``, ``o`` where the cell computes them: ``f`` is
+        1 - i under CIFG, absent under NFG (f = 1); ``i`` absent under NIG, ``o`` under NOG."""
         sigma = base.activation(self.gate_activation, "gate_activation")
         g = base.activation(self.input_activation, "input_activation")
         h_act = base.activation(self.output_activation, "output_activation")
@@ -194,7 +200,10 @@ class LSTM(base.Cell):
         new = {"c": c, "h": y}
         if self.full_gate_recurrence:
             new["gates"] = jnp.concatenate([i, f, o], axis=-1)
-        return new, y
+        gates = {"i": i, "f": f, "o": o}
+        present = {"i": self.input_gate, "f": self.forget_gate or self.coupled_forget,
+                   "o": self.output_gate}
+        return new, y, {k: v for k, v in gates.items() if present[k]}
 
 
 # name -> switches; every Greff variant is vanilla with one change.

@@ -31,7 +31,7 @@ from lstm_research.sweeps.results import (
     write_results_csv,
 )
 from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY
-from lstm_research.sweeps.sweepdir import ERROR_TXT
+from lstm_research.sweeps.sweepdir import ERROR_TXT, RESULT_JSON, read_json
 from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
 
 __all__ = [
@@ -40,9 +40,12 @@ __all__ = [
     "describe",
     "group_key_for",
     "group_stats",
+    "holm",
+    "paired_keys",
     "read_results_csv",
     "resolve_baseline",
     "sign_test",
+    "significance_marks",
     "summarize",
     "top_rows",
     "verdict",
@@ -52,6 +55,8 @@ __all__ = [
 ]
 
 SUMMARY_MD = "summary.md"
+#: groups with fewer finished trials are flagged in the tables
+MIN_TRIALS = 3
 # ----------------------------------------------------------------------------------- statistics
 
 
@@ -81,6 +86,19 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are not tests: they stay
+    NaN and do not count in the family size m). With the valid p sorted ascending,
+    p_(1) <= ... <= p_(m), the adjusted p_(k) = max over j <= k of min(1, (m - j + 1) p_(j));
+    rejecting where the adjusted p < alpha controls the family-wise error rate at alpha."""
+    idx = sorted((i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i])
+    m, out, running = len(idx), [math.nan] * len(pvalues), 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
 
 
 def verdict(mean: float, baseline_mean: float, p: float, *, alpha: float = 0.05,
@@ -164,9 +182,12 @@ def sign_test(rows: Sequence[Mapping], base_rows: Sequence[Mapping], *, col: str
 
 def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], baseline: str | None,
                 lower_is_better: bool = True, alpha: float = 0.05, split: str = "test",
-                pair_keys: Sequence[str] = ()) -> list[GroupStats]:
+                pair_keys: Sequence[str] = (), holm_adjust: bool = False) -> list[GroupStats]:
     """Statistics of ``<split>_<metric>`` per group, with Welch tests against the baseline group
-    and, given ``pair_keys`` (the keys that identify a draw), the paired sign test."""
+    and, given ``pair_keys`` (the keys that identify a draw), the paired sign test. With
+    ``holm_adjust`` the Welch p-values (and the sign-test ones) of the groups are Holm-adjusted
+    as one family each (:func:`holm`): ``p_holm`` / ``sign_p_holm``, and the verdict uses
+    ``p_holm``."""
     col = f"{split}_{metric}"
     groups = ordered_groups(rows, keys)
     values = {g: [float(r[col]) for r in rs if r["status"] == "done" and is_num(r.get(col))]
@@ -191,7 +212,24 @@ def group_stats(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], ba
                                                  lower_is_better=lower_is_better)
                 s.update(worse=worse, pairs=pairs, sign_p=sign_p)
         out.append(s)
+    if holm_adjust and baseline is not None:
+        tested = [s for s in out if s.label != baseline]
+        for s, p in zip(tested, holm([s.p for s in tested])):
+            s.update(p_holm=p, verdict=verdict(s.mean, base_mean, p, alpha=alpha,
+                                               lower_is_better=lower_is_better))
+        if pair_keys:
+            for s, p in zip(tested, holm([s.sign_p for s in tested])):
+                s.update(sign_p_holm=p)
     return out
+
+
+def significance_marks(stats_: Sequence[GroupStats], alpha: float, holm_adjust: bool) -> dict[str, str]:
+    """group -> ``*`` (Welch p < alpha), ``†`` (sign-test p < alpha), both or ``""``; the
+    Holm-adjusted p where ``holm_adjust``."""
+    def sig(p):
+        return p is not None and not math.isnan(p) and p < alpha
+    return {s.label: ("*" if sig(s.p_holm if holm_adjust else s.p) else "")
+            + ("†" if sig(s.sign_p_holm if holm_adjust else s.sign_p) else "") for s in stats_}
 
 
 # ------------------------------------------------------------------------------------- markdown
@@ -211,6 +249,14 @@ def _table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def paired_keys(rows: Sequence[Mapping], info: Mapping, keys: Sequence[str],
+                baseline: str | None) -> list[str]:
+    """The swept keys that identify a draw when every group ran the same draws (then groups are
+    compared with the baseline draw by draw); [] otherwise."""
+    pair_keys = [k for k in info["swept_keys"] if k not in keys]
+    return pair_keys if pair_keys and baseline is not None and _same_draws(rows, keys, pair_keys) else []
+
+
 def _same_draws(rows: Sequence[Mapping], keys: Sequence[str], pair_keys: Sequence[str]) -> bool:
     """Whether every group ran the same set of draws (values of ``pair_keys``)."""
     draws = [{tuple(format_value(r.get(k)) for k in pair_keys) for r in rs}
@@ -221,7 +267,8 @@ def _same_draws(rows: Sequence[Mapping], keys: Sequence[str], pair_keys: Sequenc
 def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping, *, metric: str | None,
                   keys: Sequence[str], baseline: str | None, lower_is_better: bool, alpha: float,
                   direction_note: str = "", plots: Sequence[Path] = (),
-                  top: float | None = None, top_subset: Sequence[Mapping] | None = None) -> Path:
+                  top: float | None = None, top_subset: Sequence[Mapping] | None = None,
+                  holm_adjust: bool = False) -> Path:
     sweep_dir = Path(sweep_dir)
     counts = Counter(r["status"] for r in rows)
     lines = [f"# Sweep summary: `{sweep_dir.name}`", ""]
@@ -237,14 +284,17 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
         lines.append(f"Metric: `{metric}` ({arrow}{direction_note}).")
     if metric is not None and baseline is not None:
         lines.append(f"Welch's t-test (unequal variances) of each group's test `{metric}` against the "
-                     f"baseline `{baseline}`; verdict at alpha={alpha:g}.")
+                     f"baseline `{baseline}`; verdict at alpha={alpha:g}"
+                     + (" on Holm-adjusted p-values (each table's groups one family)."
+                        if holm_adjust else " (p-values not adjusted for multiple comparisons; "
+                        "--holm adjusts them)."))
     elif metric is not None:
         lines.append("No baseline group (pass --baseline to test groups against one).")
     lines.append("")
     sections = [("test", rows, f"## test `{metric}` by group"), ("valid", rows, f"## valid `{metric}` by group")]
     # draws are paired when every group ran the same values of the other swept keys
-    pair_keys = [k for k in info["swept_keys"] if k not in keys]
-    paired = bool(pair_keys) and baseline is not None and _same_draws(rows, keys, pair_keys)
+    pair_keys = paired_keys(rows, info, keys, baseline)
+    paired = bool(pair_keys)
     if top is not None and metric is not None:
         if top_subset is None:
             top_subset = top_rows(rows, metric=metric, keys=keys, fraction=top,
@@ -257,29 +307,38 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
         pairs_here = paired and subset is rows  # a top subset breaks the pairs
         stats_ = group_stats(subset, metric=metric, keys=keys, baseline=baseline,
                              lower_is_better=lower_is_better, alpha=alpha, split=split,
-                             pair_keys=pair_keys if pairs_here else ())
+                             pair_keys=pair_keys if pairs_here else (), holm_adjust=holm_adjust)
         lines += [title, ""]
         show_unfinished = any(s.unfinished for s in stats_)
         header = ["group", "n", "failed", *(["unfinished"] if show_unfinished else []),
                   "best", "median", "mean", "std"]
+        adjusted = holm_adjust and baseline is not None
         if baseline is not None:
-            header += ["Δ mean", "t", "p", f"vs {baseline}"]
+            header += ["Δ mean", "t", "p", *(["p (Holm)"] if adjusted else []), f"vs {baseline}"]
         if pairs_here:
-            header += ["worse on paired draws", "sign-test p"]
+            header += ["worse on paired draws", "sign-test p", *(["sign p (Holm)"] if adjusted else [])]
         body = []
+        few = [s.label for s in stats_ if s.n < MIN_TRIALS]
         for s in stats_:
-            row = [f"**{s.label}**" if s.label == baseline else s.label, s.n, s.failed,
+            name = f"**{s.label}**" if s.label == baseline else s.label
+            row = [f"{name} ⚠" if s.label in few else name, s.n, s.failed,
                    *([s.unfinished] if show_unfinished else []),
                    _f(s.best), _f(s.median), _f(s.mean), _f(s.std)]
             if baseline is not None:
-                row += [_f(s.get("delta"), "+.4g") if s.label != baseline else "",
-                        _f(s.t, ".3f") if s.label != baseline else "",
-                        _f(s.p, ".3g") if s.label != baseline else "", s.verdict]
+                other = s.label != baseline
+                row += [_f(s.get("delta"), "+.4g") if other else "", _f(s.t, ".3f") if other else "",
+                        _f(s.p, ".3g") if other else "",
+                        *([_f(s.p_holm, ".3g") if other else ""] if adjusted else []), s.verdict]
             if pairs_here:
                 row += [f"{s.worse}/{s.pairs}" if s.pairs is not None else "",
-                        _f(s.sign_p, ".3g") if s.pairs is not None else ""]
+                        _f(s.sign_p, ".3g") if s.pairs is not None else "",
+                        *([_f(s.sign_p_holm, ".3g") if s.pairs is not None else ""]
+                          if adjusted else [])]
             body.append(row)
         lines += _table(header, body) + [""]
+        if few:
+            lines += [f"⚠ fewer than {MIN_TRIALS} finished trials ({', '.join(few)}): the std and "
+                      "the tests against the baseline rest on too few values to be trusted.", ""]
     done = [r for r in rows if metric is not None and r["status"] == "done" and is_num(r.get(f"test_{metric}"))]
     if done:
         best = sorted(done, key=lambda r: r[f"test_{metric}"], reverse=not lower_is_better)[:10]
@@ -303,13 +362,15 @@ def write_summary(sweep_dir: Path | str, rows: Sequence[Mapping], info: Mapping,
 
 def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = None,
               baseline: str | None = None, metric: str | None = None, lower_is_better: bool | None = None,
-              alpha: float = 0.05, plots: bool = True, top: float | None = None) -> dict:
+              alpha: float = 0.05, plots: bool = True, top: float | None = None,
+              holm_adjust: bool = False) -> dict:
     """Writes results.csv, summary.md and (``plots=True``) the PNGs; returns their paths and the stats.
 
     ``metric`` defaults to the trials' primary metric (result.json ``metric``); ``lower_is_better`` to
     their ``lower_is_better`` (for another metric, lower is assumed unless given, and the summary says so).
     ``top``: also analyze the best fraction of each group (:func:`top_rows`): a table with Welch
-    tests first in summary.md and ``box_<metric>_top.png``.
+    tests first in summary.md and ``box_<metric>_top.png``. ``holm_adjust``: Holm-adjust each
+    table's p-values (:func:`holm`); the box plots' significance marks then use them too.
     """
     if top is not None and not 0 < top <= 1:
         raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {top}")
@@ -336,21 +397,46 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
                            "baseline": base, "metric": metric, "plots": []}
     best = None if top is None or metric is None else top_rows(
         rows, metric=metric, keys=keys, fraction=top, lower_is_better=lower_is_better)
+    out["groups"] = [] if metric is None else group_stats(
+        rows, metric=metric, keys=keys, baseline=base, lower_is_better=lower_is_better, alpha=alpha,
+        pair_keys=paired_keys(rows, info, keys, base), holm_adjust=holm_adjust)
     if plots and metric is not None:
         from lstm_research.sweeps.plots import make_plots
 
+        from lstm_research.tasks import metric_label  # jax: only when plotting
+
+        label = metric_label(_task_name(sweep_dir, rows), metric)
+        marks_note = (f"*: Welch p < {alpha:g}, †: sign test p < {alpha:g}\nvs {base}"
+                      + (" (Holm-adjusted)" if holm_adjust else ""))
         out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
-                                  lower_is_better=lower_is_better)
+                                  lower_is_better=lower_is_better, label=label,
+                                  marks=significance_marks(out["groups"], alpha, holm_adjust),
+                                  marks_note=marks_note)
         if best is not None:
             from lstm_research.sweeps.plots import plot_box
 
+            top_stats = group_stats(best, metric=metric, keys=keys, baseline=base,
+                                    lower_is_better=lower_is_better, alpha=alpha,
+                                    holm_adjust=holm_adjust)
             box = plot_box(best, sweep_dir / f"box_{metric}_top.png", metric=metric, keys=keys,
-                           baseline=base, lower_is_better=lower_is_better,
-                           title=f"top {100 * top:g}% of each group (by valid {metric})")
+                           baseline=base, lower_is_better=lower_is_better, label=label,
+                           title=f"top {100 * top:g}% of each group (by valid {metric})",
+                           marks=significance_marks(top_stats, alpha, holm_adjust),
+                           marks_note=f"*: Welch p < {alpha:g} vs {base}"
+                           + (" (Holm-adjusted)" if holm_adjust else ""))
             out["plots"] = [box, *out["plots"]] if box else out["plots"]
     out["summary_md"] = write_summary(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
                                       lower_is_better=lower_is_better, alpha=alpha, direction_note=note,
-                                      plots=out["plots"], top=top, top_subset=best)
-    out["groups"] = [] if metric is None else group_stats(
-        rows, metric=metric, keys=keys, baseline=base, lower_is_better=lower_is_better, alpha=alpha)
+                                      plots=out["plots"], top=top, top_subset=best,
+                                      holm_adjust=holm_adjust)
     return out
+
+
+def _task_name(sweep_dir: Path, rows: Sequence[Mapping]) -> str | None:
+    """The task of the sweep's finished trials (their result.json ``task``), for axis units."""
+    for r in rows:
+        if r["status"] == "done":
+            task = (read_json(sweep_dir / r["trial"] / RESULT_JSON) or {}).get("task")
+            if task:
+                return task
+    return None

@@ -32,6 +32,12 @@ def task_class(name: str) -> type[Task]:
     return TASKS[name]
 
 
+def metric_label(task_name: str | None, metric: str) -> str:
+    """The axis label of ``metric`` of task ``task_name`` with its units (``Task.labels``);
+    the metric's key where the task or label is unknown."""
+    return getattr(TASKS.get(task_name), "labels", {}).get(metric, metric)
+
+
 def default_config(name: str, **overrides) -> ml_collections.ConfigDict:
     """``config.task`` for task ``name``: its fields with their defaults, then ``overrides``."""
     return ml_collections.ConfigDict({"name": name, **config_fields(task_class(name)),
@@ -54,4 +60,4 @@ def build(cfg, seed: int = 0) -> Task:
     return task
 
 
-__all__ = ["Task", "TASKS", "default_config", "build"]
+__all__ = ["Task", "TASKS", "default_config", "build", "metric_label"]

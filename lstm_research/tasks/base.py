@@ -52,6 +52,9 @@ class Task:
     #: the key of ``summarize``'s output that selects the best checkpoint
     metric: ClassVar[str]
     lower_is_better: ClassVar[bool] = True
+    #: axis labels with units of ``summarize``'s metrics, e.g. {"nll": "NLL (nats per frame)"}
+    #: (sweep plots; a metric not listed is labeled with its key)
+    labels: ClassVar[dict[str, str]] = {}
     #: the recurrent state is carried from batch to batch (truncated BPTT over a stream)
     stateful: ClassVar[bool] = False
     #: train batches per epoch; None for an endless generated stream

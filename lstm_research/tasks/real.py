@@ -57,6 +57,7 @@ class PennTreebank(Task):
     """
     name = "ptb"
     head, metric = "lm", "perplexity"
+    labels = {"perplexity": "perplexity (per word)", "nll": "NLL (nats per word)"}
     stateful, token_inputs, predicts_next = True, True, True
 
     data_dir: str = ""  # "" = the default data dir
@@ -118,6 +119,7 @@ class JSBChorales(Task):
     """
     name = "jsb"
     head, input_size, output_size, metric = "per_step", jsb.N_KEYS, jsb.N_KEYS, "nll"
+    labels = {"nll": "NLL (nats per frame)"}
     predicts_next = True
 
     data_dir: str = ""  # "" = the default data dir

@@ -92,6 +92,7 @@ class CopyMemory(Generated):
     cross-entropy per step in nats (memoryless baseline 10 ln 8 / (T + 20))."""
     name = "copy"
     head, input_size, output_size, metric = "per_step", 10, 10, "ce"
+    labels = {"ce": "cross-entropy (nats per step)", "copy_accuracy": "copy accuracy (fraction)"}
 
     T: int = 100
 
@@ -117,6 +118,7 @@ class TemporalOrder(Generated):
     Metric: classification error rate on the split."""
     name = "temporal_order"
     head, input_size, metric = "seq2one", 8, "error_rate"
+    labels = {"error_rate": "error rate (fraction of sequences)", "ce": "cross-entropy (nats per sequence)"}
     CLASSES: ClassVar[dict[str, int]] = {"6a": 4, "6b": 8}
 
     variant: str = "6a"
@@ -149,6 +151,7 @@ class EmbeddedReber(Generated):
     (outputs thresholded at 0.5: a string is wrong when its first error comes before its end)."""
     name = "reber"
     head, input_size, output_size, metric = "per_step", 7, 7, "string_error"
+    labels = {"string_error": "string error (fraction of strings)", "nll": "NLL (nats per symbol)"}
     predicts_next = True
 
     batch_size: int = 20

@@ -7,6 +7,7 @@ ends with exactly the metrics of an uninterrupted run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -19,7 +20,7 @@ import numpy as np
 from absl import logging
 
 from lstm_research import models
-from lstm_research.training import optim, parallel, steps
+from lstm_research.training import diagnostics, optim, parallel, steps
 from lstm_research.training.batches import pad_time_at_least
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.reporting import Reporter, write_atomic
@@ -79,7 +80,17 @@ class Trainer:
         return value < best if self.task.lower_is_better else value > best
 
     # --- evaluation -----------------------------------------------------------------------
+    @functools.cached_property
+    def gate_eval_step(self):
+        """The jitted eval step that also sums gate statistics (``train.gate_stats``)."""
+        gate_apply = diagnostics.eval_with_gates(self.apply, self.model)
+        return jax.jit(steps.make_steps(self.apply, self.task, self.tx, gate_apply)[1])
+
     def evaluate(self, params, split):
+        """The task's metrics on ``split`` and, with ``train.gate_stats``, the gate metrics
+        (:mod:`lstm_research.training.diagnostics`) after them."""
+        gate_stats = self.config.train.get("gate_stats", False)
+        eval_step = self.gate_eval_step if gate_stats else self.eval_step
         sums, carries = None, None
         for batch in self.task.eval_batches(split):
             batch = pad_time_at_least(batch, self.time_bound.get(split))
@@ -87,9 +98,11 @@ class Trainer:
             batch = parallel.feed_batch(self.mesh, batch) if self._divisible(batch) else batch
             if self.task.stateful and (reset or carries is None):
                 carries = self.zero_carries(params, batch)
-            s, carries = self.eval_step(params, batch, carries)
-            sums = merge_eval_sums(sums, jax.device_get(s))
-        return {k: float(v) for k, v in self.task.summarize(sums).items()}
+            s, carries = eval_step(params, batch, carries)
+            sums = merge_eval_sums(sums, diagnostics.to_host(jax.device_get(s)))
+        task_sums, gate_sums = diagnostics.split_sums(sums)
+        return {**{k: float(v) for k, v in self.task.summarize(task_sums).items()},
+                **diagnostics.gate_metrics(gate_sums)}
 
     def _divisible(self, batch):
         return batch["x"].shape[0] % self.mesh.shape["data"] == 0

@@ -51,9 +51,11 @@ def make_apply(model, task, input_noise: float):
     return apply
 
 
-def make_steps(apply, task, tx):
+def make_steps(apply, task, tx, gate_apply=None):
     """The (unjitted) ``train_step(params, opt_state, batch, carries, key, lr)`` and
-    ``eval_step(params, batch, carries)``."""
+    ``eval_step(params, batch, carries)``. With ``gate_apply``
+    (:func:`lstm_research.training.diagnostics.eval_with_gates`) the eval step runs through it
+    and its sums also hold the gate statistics' sums."""
     def train_step(params, opt_state, batch, carries, key, lr):
         def loss_fn(p):
             out, new_carries = apply(p, batch, carries, True, key)
@@ -68,9 +70,12 @@ def make_steps(apply, task, tx):
                                                 "grad_norm": optax.tree.norm(grads)}
 
     def eval_step(params, batch, carries):
-        out, new_carries = apply(params, batch, carries, False, None)
+        if gate_apply is None:
+            (out, new_carries), gates = apply(params, batch, carries, False, None), {}
+        else:
+            out, new_carries, gates = gate_apply(params, batch, carries)
         _, sums = task.loss(out, batch)
-        return sums, (new_carries if task.stateful else None)
+        return {**sums, **gates}, (new_carries if task.stateful else None)
 
     return train_step, eval_step
 
