@@ -214,7 +214,7 @@ def _steps(spec, valid, T):
     program serves every length); else T."""
     if not spec.masked or spec.unroll != 1:
         return T
-    return jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(jnp.int32)
+    return jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(int)  # the default int (x64 too)
 
 
 
