@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from lstm_research import cells
+from lstm_research.errors import UserError
 from lstm_research.interop import flax as flax_interop
 from lstm_research.interop.nnx import NNXCell, NNXStack
 from lstm_research.layers import Stack
@@ -155,6 +156,16 @@ def test_tonnx_rnn_stack_survives_optimizer_steps():
     np.testing.assert_allclose(losses, ref_losses, atol=1e-6, rtol=0)
     after = flax_interop.stack_layout(nnx.to_pure_dict(nnx.state(model, nnx.Param))["stack"])
     _assert_trees_close(after, ref_params)
+
+
+def test_nnx_modules_refuse_missing_arguments():
+    stack = Stack(cells.get("lstm", H), dropout=0.5)
+    with pytest.raises(UserError, match="needs input_size= and rngs="):
+        NNXCell(stack.cell, I)
+    with pytest.raises(UserError, match="needs input_size= and rngs="):
+        NNXStack(stack, rngs=nnx.Rngs(0))
+    with pytest.raises(UserError, match="dropout or zoneout needs rngs="):
+        NNXStack(stack, params=stack.init(jax.random.key(0), I))
 
 
 def _readme_snippets():

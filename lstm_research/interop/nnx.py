@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_research.cells.base import Cell
+from lstm_research.errors import UserError
 from lstm_research.layers import Stack
 
 
@@ -28,7 +29,8 @@ class NNXCell(nnx.Module):
                  rngs: nnx.Rngs | None = None, params: dict | None = None):
         if params is None:
             if input_size is None or rngs is None:
-                raise TypeError("NNXCell needs input_size and rngs, or params=")
+                raise UserError("NNXCell needs input_size= and rngs= (to initialize), "
+                                "or params=")
             params = cell.init(rngs.params(), input_size)
         self.cell = cell
         self.params = nnx.Dict({k: nnx.Param(jnp.asarray(v)) for k, v in params.items()})
@@ -62,10 +64,12 @@ class NNXStack(nnx.Module):
                  deterministic: bool = False, dtype=None):
         if params is None:
             if input_size is None or rngs is None:
-                raise TypeError("NNXStack needs input_size and rngs, or params=")
+                raise UserError("NNXStack needs input_size= and rngs= (to initialize), "
+                                "or params=")
             params = stack.init(rngs.params(), input_size)
         if stack.stochastic and rngs is None:
-            raise TypeError("NNXStack with dropout or zoneout needs rngs= for their masks")
+            raise UserError("NNXStack with dropout or zoneout needs rngs= (their masks draw "
+                            "from its dropout stream)")
         self.stack = stack
         self.dtype = dtype
         self.deterministic = deterministic
