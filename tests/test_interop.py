@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lstm_research import cells
+from lstm_research.errors import UserError
 from lstm_research.interop import flax as flax_interop
 from lstm_research.layers import Stack
 
@@ -141,7 +142,111 @@ def test_flax_stack_module():
                                 dropout=0.5)
     variables = mod.init(jax.random.key(8), x)
     ys, carries = mod.apply(variables, x)
-    ref, _ = mod.make_stack().apply(variables["params"]["stack"], x)
+    ref, _ = mod.make_stack().apply(flax_interop.stack_layout(variables["params"]["stack"]), x)
     np.testing.assert_allclose(ys, ref, atol=1e-6)
     ys_train, _ = mod.apply(variables, x, train=True, rngs={"dropout": jax.random.key(9)})
     assert not np.allclose(ys_train, ys)
+
+
+def test_torch_weights_in_linen_rnn_stack():
+    """Converted torch weights, put into RNNStack's dict-of-layers layout, give torch's outputs."""
+    mod = _torch_module("lstm")
+    x = torch.randn(B, T, I)
+    linen = flax_interop.RNNStack(cell="lstm", hidden_size=H, num_layers=2, bidirectional=True)
+    stack_params = tconv.lstm_from_torch(mod)
+    ys, _ = linen.apply({"params": {"stack": flax_interop.linen_layout(stack_params)}},
+                        jnp.asarray(x.numpy()))
+    np.testing.assert_allclose(ys, mod(x)[0].detach().numpy(), atol=1e-5)
+    back = flax_interop.stack_layout(flax_interop.linen_layout(stack_params))
+    assert jax.tree.structure(back) == jax.tree.structure(stack_params)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bias_false_round_trip(kind):
+    mod = _torch_module(kind, bias=False)
+    x = torch.randn(B, T, I)
+    stack, params = tconv.stack_from_torch(mod)
+    ys, _ = stack.apply(params, jnp.asarray(x.numpy()))
+    np.testing.assert_allclose(ys, mod(x)[0].detach().numpy(), atol=1e-5)
+    to_torch = tconv.lstm_to_torch if kind == "lstm" else tconv.gru_to_torch
+    fresh = type(mod)(I, H, num_layers=2, bidirectional=True, batch_first=True, bias=False)
+    fresh.load_state_dict(to_torch(params, bias=False), strict=True)
+    np.testing.assert_array_equal(fresh(x)[0].detach().numpy(), mod(x)[0].detach().numpy())
+    with_bias = tconv.stack_from_torch(_torch_module(kind))[1]
+    with pytest.raises(UserError, match="bias=False, but the params have non-zero biases"):
+        to_torch(with_bias, bias=False)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batch_first_false_refused_or_time_major(kind):
+    torch.manual_seed(2)
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[kind](I, H, num_layers=2)
+    x = torch.randn(T, B, I)  # batch_first=False: [time, batch, features]
+    with pytest.raises(UserError, match="batch_first=False.*time_major=True"):
+        tconv.stack_from_torch(mod)
+    stack, params = tconv.stack_from_torch(mod, time_major=True)
+    y_t = mod(x)[0].detach().numpy()
+    ys, _ = stack.apply(params, jnp.asarray(x.numpy()), time_major=True)
+    np.testing.assert_allclose(ys, y_t, atol=1e-5)
+    # what the refusal prevents: the same tensor read batch-major gives other numbers
+    wrong, _ = stack.apply(params, jnp.asarray(x.numpy()))
+    assert np.abs(np.asarray(wrong) - y_t).max() > 0.05
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "lstmp"])
+def test_initial_state_carries_from_and_to_torch(kind):
+    torch.manual_seed(3)
+    P = 3 if kind == "lstmp" else H
+    if kind == "gru":
+        mod = torch.nn.GRU(I, H, num_layers=2, bidirectional=True, batch_first=True)
+    else:
+        mod = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True,
+                            proj_size=3 if kind == "lstmp" else 0)
+    x = torch.randn(B, T, I)
+    h0, c0 = torch.randn(4, B, P), torch.randn(4, B, H)
+    y_t, state_t = mod(x, h0 if kind == "gru" else (h0, c0))
+    carries = tconv.carries_from_torch(h0, None if kind == "gru" else c0, bidirectional=True)
+    assert np.array_equal(carries[1]["bwd"]["h"], h0[3].numpy())  # torch's (layer, direction) order
+    stack, params = tconv.stack_from_torch(mod)
+    ys, out = stack.apply(params, jnp.asarray(x.numpy()), carries)
+    np.testing.assert_allclose(ys, y_t.detach().numpy(), atol=1e-5)
+    back = tconv.carries_to_torch(out)
+    if kind == "gru":
+        np.testing.assert_allclose(back.numpy(), state_t.detach().numpy(), atol=1e-5)
+    else:
+        for ours, theirs in zip(back, state_t):
+            np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), atol=1e-5)
+    with pytest.raises(UserError, match="h0/c0 must be"):
+        tconv.carries_from_torch(h0[:3], bidirectional=True)
+
+
+def test_prefix_loads_the_rnn_out_of_a_whole_model():
+    torch.manual_seed(4)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Linear(I, I)
+            self.lstm = torch.nn.LSTM(I, H, num_layers=2, batch_first=True)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Encoder()
+            self.decoder = torch.nn.GRU(H, H, batch_first=True)
+            self.head = torch.nn.Linear(H, 2)
+
+    model = Model()
+    x = torch.randn(B, T, I)
+    params = tconv.lstm_from_torch(model.state_dict(), prefix="encoder.lstm.")
+    assert len(params["layers"]) == 2
+    ys, _ = Stack(cells.get("lstm", H), num_layers=2).apply(params, jnp.asarray(x.numpy()))
+    np.testing.assert_allclose(ys, model.encoder.lstm(x)[0].detach().numpy(), atol=1e-5)
+    gru = tconv.gru_from_torch(model, prefix="decoder.")  # a module works as well
+    h = torch.randn(B, T, H)
+    ys, _ = Stack(cells.get("gru", H)).apply(gru, jnp.asarray(h.numpy()))
+    np.testing.assert_allclose(ys, model.decoder(h)[0].detach().numpy(), atol=1e-5)
+    with pytest.raises(UserError, match="prefix='decoder.', 'encoder.lstm.'"):
+        tconv.lstm_from_torch(model.state_dict())
+    with pytest.raises(UserError, match="under prefix='encoder.'.*'encoder.lstm.'"):
+        tconv.lstm_from_torch(model.state_dict(), prefix="encoder.")

@@ -1,2 +1,2 @@
-"""Interoperability: Flax linen wrappers (:mod:`.flax`) and PyTorch converters (:mod:`.torch`,
-which imports torch only when a function needs it)."""
+"""Interoperability: Flax linen wrappers (:mod:`.flax`), Flax NNX modules (:mod:`.nnx`) and
+PyTorch converters (:mod:`.torch`, which imports torch only when a function needs it)."""

@@ -2,7 +2,7 @@
 string knobs (:class:`RNNStack`), and any cell as an ``nn.RNNCellBase`` (:class:`FlaxCell`).
 
 The training models do not go through here: they build their Stack in
-:mod:`lstm_research.models.recurrent`, which :class:`RNNStack` shares."""
+:mod:`lstm_research.models.recurrent`, whose knobs :class:`RNNStack` shares."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,16 +13,36 @@ import jax
 from lstm_research import cells as cells_lib
 from lstm_research.cells.base import Cell
 from lstm_research.layers import Stack
-from lstm_research.models.recurrent import stack_knobs, stack_layer
+from lstm_research.models.recurrent import stack_knobs
+
+
+def linen_layout(stack_params: dict) -> dict:
+    """Stack params ``{"layers": [layer 0, layer 1, ...]}`` -> :class:`RNNStack`'s ``"stack"``
+    param ``{"layers": {"0": layer 0, "1": layer 1, ...}}``.
+
+    Why dicts: linen variables are nested dicts down to arrays, and ``nnx.bridge.ToNNX`` makes
+    one ``nnx.Param`` per leaf of that tree. A Python list is a leaf to it, so the list layout
+    became a single Param holding a list, which ``nnx.Optimizer`` broke on its second step
+    (the optimizer state's list came back as an ``nnx.State``)."""
+    return {"layers": {str(i): layer for i, layer in enumerate(stack_params["layers"])}}
+
+
+def stack_layout(linen_params: dict) -> dict:
+    """:class:`RNNStack`'s ``"stack"`` param -> Stack params (the inverse of
+    :func:`linen_layout`), e.g. for ``Stack.apply`` or the PyTorch converters."""
+    layers = linen_params["layers"]
+    return {"layers": [layers[str(i)] for i in range(len(layers))]}
 
 
 class RNNStack(nn.Module):
     """A :class:`~lstm_research.layers.Stack` as a linen module.
 
     ``RNNStack(cell="vanilla:peepholes=false", hidden_size=128, num_layers=2)(xs)`` returns
-    ``(ys, carries)``. Params live under ``"stack"`` in our layout (see ``Stack``), so the
-    converters in :mod:`lstm_research.interop.torch` apply to them. Dropout draws from the
-    ``"dropout"`` rng stream when ``train=True``.
+    ``(ys, carries)``. Its params are one param ``"stack"``, the Stack's params with the list of
+    layers as a dict keyed ``"0", "1", ...`` (:func:`linen_layout`; :func:`stack_layout` goes
+    back, e.g. for the converters in :mod:`lstm_research.interop.torch`), so that
+    ``nnx.bridge.ToNNX(RNNStack(...))`` gets one ``nnx.Param`` per array. Dropout draws from
+    the ``"dropout"`` rng stream when ``train=True``.
     """
 
     cell: str = "lstm"
@@ -44,7 +64,11 @@ class RNNStack(nn.Module):
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train: bool = False):
-        return stack_layer(self, self.make_stack(), xs, carries, lengths, train, self.dtype)
+        stack = self.make_stack()
+        params = self.param("stack", lambda key: linen_layout(stack.init(key, xs.shape[-1])))
+        key = self.make_rng("dropout") if train and stack.stochastic else None
+        return stack.apply(stack_layout(params), xs, carries, lengths=lengths, train=train,
+                           key=key, dtype=self.dtype)
 
 
 class FlaxCell(nn.RNNCellBase):

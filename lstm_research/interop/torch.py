@@ -25,36 +25,62 @@ def _numpy(v):
     return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
-def _layout(state_dict):
-    keys = list(state_dict)
-    layers = {int(m.group(1)) for k in keys if (m := re.match(r"weight_ih_l(\d+)$", k))}
-    if not layers:
-        raise UserError(f"not a torch.nn.LSTM/GRU state dict: keys {keys[:6]}...")
-    return len(layers), any(k.endswith("_reverse") for k in keys)
+def _state_dict(state_dict) -> dict:
+    """A state dict (or a module, via its ``state_dict()``) as {key: numpy array}."""
+    return {k: _numpy(v)
+            for k, v in getattr(state_dict, "state_dict", lambda: state_dict)().items()}
+
+
+def _select(sd: dict, prefix: str) -> dict:
+    """The entries of ``sd`` under ``prefix`` (e.g. ``"encoder.lstm."``), prefix removed; a
+    UserError naming the prefixes that do hold RNN weights when there are none."""
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if "weight_ih_l0" not in sd:
+        found = sorted(prefix + k[:-len("weight_ih_l0")]
+                       for k in sd if k.endswith("weight_ih_l0"))
+        hint = (f"; RNN weights sit under prefix={', '.join(map(repr, found))}" if found
+                else f"; keys: {list(sd)[:6]}")
+        raise UserError(f"no torch.nn.LSTM/GRU weights (weight_ih_l0) under prefix={prefix!r}"
+                        + hint)
+    return sd
+
+
+def _layout(sd):
+    layers = {int(m.group(1)) for k in sd if (m := re.match(r"weight_ih_l(\d+)$", k))}
+    return len(layers), any(k.endswith("_reverse") for k in sd)
 
 
 def _directions(bidirectional):
     return (("fwd", ""), ("bwd", "_reverse")) if bidirectional else (("fwd", ""),)
 
 
-def _from_torch(state_dict, one) -> dict:
+def _from_torch(state_dict, one, prefix) -> dict:
     """A torch RNN state dict (or module) -> our stack params, ``one(sd, suffix)`` giving the
     cell params of one layer and direction (suffix ``_l<layer>[_reverse]``)."""
-    sd = {k: _numpy(v) for k, v in getattr(state_dict, "state_dict", lambda: state_dict)().items()}
+    sd = _select(_state_dict(state_dict), prefix)
     num_layers, bidirectional = _layout(sd)
     return {"layers": [{d: one(sd, f"_l{layer}{sfx}") for d, sfx in _directions(bidirectional)}
                        for layer in range(num_layers)]}
 
 
-def _to_torch(params, one) -> dict:
+def _to_torch(params, one, bias) -> dict:
     """Our stack params -> a torch state dict (torch tensors), ``one(p, suffix)`` giving the
-    entries of one layer and direction."""
+    entries of one layer and direction; ``bias=False`` leaves out the biases (all zero, or a
+    UserError), as a torch module built with ``bias=False`` has none."""
     import torch
 
     sd = {}
     for layer, entry in enumerate(params["layers"]):
         for d, sfx in _directions("bwd" in entry):
             sd.update(one(entry[d], f"_l{layer}{sfx}"))
+    if not bias:
+        nonzero = [k for k, v in sd.items() if k.startswith("bias_") and np.any(np.asarray(v))]
+        if nonzero:
+            raise UserError(f"bias=False, but the params have non-zero biases ({nonzero[0]}, "
+                            "...): a torch module built with bias=False cannot hold them; "
+                            "use bias=True")
+        sd = {k: v for k, v in sd.items() if not k.startswith("bias_")}
     return {k: torch.tensor(np.array(v)) for k, v in sd.items()}
 
 
@@ -97,32 +123,72 @@ def _gru_to(p, s):
             "bias_hh" + s: np.concatenate([np.zeros(2 * H, np.float32), np.asarray(p["b_hn"])])}
 
 
-def lstm_from_torch(state_dict) -> dict:
+def lstm_from_torch(state_dict, prefix: str = "") -> dict:
     """``torch.nn.LSTM`` state dict (or module) -> our stack params for cell ``lstm``
-    (``lstmp:proj_size=P`` when the LSTM has ``proj_size``)."""
-    return _from_torch(state_dict, _lstm_from)
+    (``lstmp:proj_size=P`` when the LSTM has ``proj_size``). ``prefix`` picks the LSTM out of a
+    whole model's state dict: ``lstm_from_torch(model.state_dict(), prefix="encoder.lstm.")``.
+    A module built with ``bias=False`` gives zero biases."""
+    return _from_torch(state_dict, _lstm_from, prefix)
 
 
-def lstm_to_torch(params) -> dict:
-    """Our ``lstm`` / ``lstmp`` stack params -> a ``torch.nn.LSTM`` state dict (torch tensors)."""
-    return _to_torch(params, _lstm_to)
+def lstm_to_torch(params, bias: bool = True) -> dict:
+    """Our ``lstm`` / ``lstmp`` stack params -> a ``torch.nn.LSTM`` state dict (torch tensors);
+    ``bias=False`` for a module built with ``bias=False`` (the biases must then be zero)."""
+    return _to_torch(params, _lstm_to, bias)
 
 
-def gru_from_torch(state_dict) -> dict:
-    """``torch.nn.GRU`` state dict (or module) -> our stack params for cell ``gru``."""
-    return _from_torch(state_dict, _gru_from)
+def gru_from_torch(state_dict, prefix: str = "") -> dict:
+    """``torch.nn.GRU`` state dict (or module) -> our stack params for cell ``gru``; ``prefix``
+    as for :func:`lstm_from_torch`."""
+    return _from_torch(state_dict, _gru_from, prefix)
 
 
-def gru_to_torch(params) -> dict:
-    """Our ``gru`` stack params -> a ``torch.nn.GRU`` state dict (torch tensors)."""
-    return _to_torch(params, _gru_to)
+def gru_to_torch(params, bias: bool = True) -> dict:
+    """Our ``gru`` stack params -> a ``torch.nn.GRU`` state dict (torch tensors); ``bias`` as
+    for :func:`lstm_to_torch`."""
+    return _to_torch(params, _gru_to, bias)
 
 
-def stack_from_torch(module) -> tuple[Stack, dict]:
+def carries_from_torch(h0, c0=None, *, bidirectional: bool = False) -> list:
+    """PyTorch's initial state -> our Stack carries.
+
+    ``h0`` (and the LSTM's ``c0``) are [num_layers * directions, batch, size] in torch's order
+    (layer 0 forward, layer 0 backward, layer 1 forward, ...), for ``batch_first`` modules too;
+    the result is a list (one per layer) of ``{"fwd": {"h": ..., "c": ...}, "bwd": ...}``."""
+    dirs = ("fwd", "bwd") if bidirectional else ("fwd",)
+    states = {"h": jnp.asarray(_numpy(h0))}
+    if c0 is not None:
+        states["c"] = jnp.asarray(_numpy(c0))
+    rows = states["h"].shape[0]
+    if states["h"].ndim != 3 or rows % len(dirs) or ("c" in states
+                                                     and states["c"].shape[0] != rows):
+        raise UserError(f"h0/c0 must be [num_layers * {len(dirs)}, batch, size] "
+                        f"(bidirectional={bidirectional}); got h0 {tuple(states['h'].shape)}"
+                        + (f", c0 {tuple(states['c'].shape)}" if "c" in states else ""))
+    return [{d: {k: v[layer * len(dirs) + i] for k, v in states.items()}
+             for i, d in enumerate(dirs)} for layer in range(rows // len(dirs))]
+
+
+def carries_to_torch(carries):
+    """Our Stack carries -> PyTorch's state: ``(h_n, c_n)`` for an LSTM's carries, ``h_n`` for a
+    GRU's (torch tensors [num_layers * directions, batch, size], torch's order)."""
+    import torch
+
+    flat = [layer[d] for layer in carries for d in ("fwd", "bwd") if d in layer]
+    h = torch.tensor(np.stack([np.asarray(c["h"]) for c in flat]))
+    if "c" not in flat[0]:
+        return h
+    return h, torch.tensor(np.stack([np.asarray(c["c"]) for c in flat]))
+
+
+def stack_from_torch(module, *, time_major: bool = False) -> tuple[Stack, dict]:
     """A ``torch.nn.LSTM`` or ``torch.nn.GRU`` module -> (our Stack, its params).
 
-    The module must be ``batch_first`` for the outputs to line up with ``Stack.apply``'s
-    batch-major default; dropout is not carried over (set it on the Stack).
+    ``Stack.apply`` reads [batch, time, features] unless called with ``time_major=True``, so a
+    module with ``batch_first=False`` (torch's default, [time, batch, features]) is refused
+    unless ``time_major=True`` says the Stack will be applied time-major too
+    (``stack.apply(params, xs, time_major=True)``): fed the same tensor, the two would
+    otherwise silently differ. Dropout is not carried over (set it on the Stack).
     """
     kind = type(module).__name__
     if kind == "LSTM":
@@ -134,4 +200,10 @@ def stack_from_torch(module) -> tuple[Stack, dict]:
         cell, params = cells_lib.get("gru", module.hidden_size), gru_from_torch(module)
     else:
         raise UserError(f"expected torch.nn.LSTM or torch.nn.GRU, got {kind}")
+    if not module.batch_first and not time_major:
+        raise UserError(
+            f"this torch.nn.{kind} has batch_first=False: it reads [time, batch, features], "
+            "Stack.apply [batch, time, features]; call stack_from_torch(module, "
+            "time_major=True) and stack.apply(params, xs, time_major=True), or build the "
+            "module with batch_first=True")
     return Stack(cell, num_layers=module.num_layers, bidirectional=module.bidirectional), params
