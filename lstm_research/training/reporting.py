@@ -134,19 +134,25 @@ class Reporter:
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                             mininterval=0.5)
 
-    def _write(self, record, tags):
+    def _tag(self, split: str, key: str) -> str:
+        """The TensorBoard tag of ``key`` of a ``split`` record (see the module docstring)."""
+        if split != "train":
+            return f"{key}/{split}"
+        return {"loss": self.loss_tag, "lr": "optim/lr", "grad_norm": "optim/grad_norm"}.get(
+            key, f"{key}/train")
+
+    def _write(self, record):
         if not self.is_main:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tb is not None:
             for k, v in record.items():
-                if k in tags and isinstance(v, (int, float)):
-                    self.tb.add_scalar(tags[k], v, record["step"])
+                if k not in ("step", "split") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(self._tag(record["split"], k), v, record["step"])
 
     def train(self, step, **values):
-        self._write({"step": step, "split": "train", **values},
-                    {"loss": self.loss_tag, "lr": "optim/lr", "grad_norm": "optim/grad_norm"})
+        self._write({"step": step, "split": "train", **values})
         if not self.is_main:
             return
         now = time.time()
@@ -173,8 +179,7 @@ class Reporter:
         self._beat_at = (now, step)
 
     def valid(self, step, metrics):
-        self._write({"step": step, "split": "valid", **metrics},
-                    {k: f"{k}/valid" for k in metrics})
+        self._write({"step": step, "split": "valid", **metrics})
         first = next(iter(metrics))
         self._postfix[f"valid_{first}"] = f"{metrics[first]:.4g}"
         self._last_valid = f" | valid {first} {metrics[first]:.4g}"

@@ -1,0 +1,194 @@
+"""run.py's usability: ``--print_config``, ``--help`` listing the configs and their variants, the
+default workdir per variant, and extending a finished run to a larger budget (bit-identical to a
+run given that budget from the start; refused with one line where it could not be).
+
+Everything goes through ``run.main(argv)`` in-process, as tests/test_cli_errors.py does."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import run  # noqa: E402
+from lstm_research.training import reporting  # noqa: E402
+
+
+def _module(path):
+    spec = importlib.util.spec_from_file_location(f"_cfg_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _main(*argv):
+    return run.main(["run.py", *argv])
+
+
+# --- --print_config ---------------------------------------------------------------------------
+def test_print_config_is_the_resolved_config_and_writes_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    path = ROOT / "configs" / "papers" / "hochreiter1997.py"
+    rc = _main(f"--config={path}:temporal6a", "--config.train.lr=0.5",
+               "--config.model.cell=vanilla:peepholes=false", "--print_config")
+    out, err = capfd.readouterr()
+    assert rc == 0, err
+    expected = _module(path).get_config("temporal6a")
+    expected.train.lr = 0.5
+    expected.model.cell = "vanilla:peepholes=false"
+    assert json.loads(out) == json.loads(expected.to_json_best_effort())
+    assert json.loads(out)["task"]["variant"] == "6a"
+    assert list(tmp_path.iterdir()) == []  # no runs/ folder, nothing
+
+
+def test_print_config_of_a_bad_config_is_an_error(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(ROOT)
+    assert _main("--config.train.steps=0", "--print_config") == 2
+    assert capfd.readouterr().err.startswith("error: 1 problem in the config: train.steps=0")
+
+
+# --- --help -------------------------------------------------------------------------------------
+def test_help_lists_every_config_and_its_variants(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as e:
+        _main("--help")
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--print_config" in out and "--workdir" in out
+    lines = out.splitlines()
+    paths = sorted((ROOT / "configs").glob("*.py")) + sorted((ROOT / "configs" / "papers").glob("*.py"))
+    assert len(paths) >= 9
+    for path in paths:
+        rel = str(path.relative_to(ROOT))
+        line = next((x for x in lines if x.strip().startswith(rel + " ")), None)
+        assert line is not None, rel
+        variants = getattr(_module(path), "VARIANTS", None)
+        for v in variants or ():
+            assert v in line.split("[", 1)[1], (rel, v)
+        if variants is None and "variant" not in line:
+            assert "no variants" in line
+    z = next(x for x in lines if "zaremba2014.py" in x)
+    assert "variants: small (default), medium, large" in z
+    assert "default 'small'" in next(x for x in lines if x.strip().startswith("configs/ptb.py"))
+
+
+# --- the default workdir ------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,workdir", [
+    ("configs/papers/hochreiter1997.py:temporal6a", "runs/hochreiter1997_temporal6a"),
+    ("configs/papers/hochreiter1997.py:adding500", "runs/hochreiter1997_adding500"),
+    ("configs/papers/hochreiter1997.py", "runs/hochreiter1997_adding100"),  # the default variant
+    ("configs/adding.py", "runs/adding"),                                   # no variants
+])
+def test_default_workdir_names_the_variant(spec, workdir, monkeypatch):
+    from lstm_research.training import loop
+    monkeypatch.chdir(ROOT)
+    seen = {}
+
+    def fake(config, wd, **kw):
+        seen["workdir"] = wd
+        return {"status": "done"}
+    monkeypatch.setattr(loop, "train_and_evaluate", fake)
+    assert _main(f"--config={spec}") == 0
+    assert seen["workdir"] == workdir
+    assert not (ROOT / workdir).exists()
+
+
+# --- extending a finished run -------------------------------------------------------------------
+# a tiny adding run: evaluations every 10 steps, training records every 3 (so the last step of a
+# 20-step run, 20, is logged only because it is the last)
+TINY = ["--config=configs/adding.py", "--config.task.T=10", "--config.task.batch_size=8",
+        "--config.task.eval_size=40", "--config.model.hidden_size=8",
+        "--config.train.eval_every=10", "--config.train.log_every=3",
+        "--config.train.target=1e-9", "--noprogress"]
+
+
+def _run(workdir, *extra):
+    return _main(*TINY, f"--workdir={workdir}", *extra)
+
+
+def _comparable(workdir):
+    r = json.loads((workdir / "result.json").read_text())
+    del r["wall_time"]
+    return r, (workdir / "metrics.jsonl").read_bytes()
+
+
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "1e-9")  # a heartbeat at every logged step
+    short, long_ = tmp_path / "short", tmp_path / "long"
+    assert _run(short, "--config.train.steps=20") == 0
+    first = json.loads((short / "result.json").read_text())
+    assert first["steps"] == 20 and first["stopped"] == "all steps done"
+    capfd.readouterr()
+    assert _run(short, "--config.train.steps=40") == 0  # no --overwrite
+    out, err = capfd.readouterr()
+    assert f"{short}: extending the run from step 20 to 40 (train.steps=40)" in out
+    assert "\r" not in out + err  # no progress frames when not a terminal
+    beats = [x for x in out.splitlines() if x.startswith("step ") and "ETA" in x]
+    # one at every logged step (every 3 steps and the last)
+    assert [x.split()[1] for x in beats] == ["21/40", "24/40", "27/40", "30/40", "33/40",
+                                             "36/40", "39/40", "40/40"], beats
+    assert all("steps/s" in x for x in beats) and "valid mse" in beats[-1]
+    assert json.loads((short / "config.json").read_text())["train"]["steps"] == 40
+
+    assert _run(long_, "--config.train.steps=40") == 0
+    assert _comparable(short) == _comparable(long_)
+    records = [json.loads(x) for x in (long_ / "metrics.jsonl").read_text().splitlines()]
+    assert 20 not in [r["step"] for r in records if r["split"] == "train"]  # 20 % 3 != 0
+
+    capfd.readouterr()  # the same command again: finished
+    assert _run(short, "--config.train.steps=40") == 0
+    assert "already finished" in capfd.readouterr().out
+    # a smaller budget is another config
+    assert _run(short, "--config.train.steps=30") == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and "differs in: train.steps" in err[0] and "not shortened" in err[0]
+
+
+def _saved_run(workdir, *extra):
+    """A workdir holding only the config.json of a run of ``TINY + extra`` (what the static
+    refusals look at; nothing is trained)."""
+    import run as r
+    fv, config = r.parse_command_line(["run.py", *TINY, *extra])
+    workdir.mkdir()
+    (workdir / "config.json").write_text(config.to_json_best_effort())
+    return (workdir / "config.json").read_text()
+
+
+@pytest.mark.parametrize("before,after,why", [
+    (["--config.train.schedule=cosine", "--config.train.steps=20"], ["--config.train.steps=40"],
+     "train.schedule='cosine'"),
+    (["--config.train.eval_every=0", "--config.train.steps=20"],
+     ["--config.train.eval_every=0", "--config.train.steps=40"], "every tenth of its budget"),
+    (["--config.train.steps=25"], ["--config.train.steps=40"],
+     "ended at step 25, between evaluations (every 10 steps)"),
+])
+def test_extension_refused_where_the_result_would_differ(before, after, why, tmp_path,
+                                                         monkeypatch, capfd):
+    monkeypatch.chdir(ROOT)
+    wd = tmp_path / "run"
+    saved = _saved_run(wd, *before)
+    capfd.readouterr()
+    assert _run(wd, *[a for a in before if "steps" not in a], *after) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: workdir {wd} cannot be extended"), err
+    assert why in err[0] and "--overwrite" in err[0]
+    assert (wd / "config.json").read_text() == saved and sorted(wd.iterdir()) == [wd / "config.json"]
+
+
+def test_extension_refused_after_an_early_stop(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(ROOT)
+    wd = tmp_path / "run"
+    # MSE below 10 at the first evaluation: stops at step 10 of 30
+    assert _run(wd, "--config.train.steps=30", "--config.train.target=10") == 0
+    result = (wd / "result.json").read_text()
+    assert json.loads(result)["steps"] == 10
+    capfd.readouterr()
+    assert _run(wd, "--config.train.steps=60", "--config.train.target=10") == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and "stopped early at step 10 (target reached" in err[0], err
+    assert (wd / "result.json").read_text() == result
+    assert json.loads((wd / "config.json").read_text())["train"]["steps"] == 30
