@@ -108,6 +108,7 @@ class Reporter:
         self.loss_tag = f"{loss_metric}/train" if loss_metric else "loss/train"
         self.heartbeat = heartbeat_secs()
         self.total, self._last_valid = None, ""
+        self._rate_at = self._beat_at = (time.time(), resume_step)  # (time, step) of the last
         if not is_main:
             return
         if self.path.exists():  # drop what was logged after the checkpoint we resume from
