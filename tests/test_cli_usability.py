@@ -115,37 +115,61 @@ def _comparable(workdir):
     return r, (workdir / "metrics.jsonl").read_bytes()
 
 
+# an epoch-based task with the state carried across batches: 5 steps per epoch, evaluated at
+# each epoch's end (the default cadence), training records every 3 steps
+REBER_CONFIG = """
+from lstm_research.training import base_config
+
+
+def get_config():
+    c = base_config("continual_reber", batch_size=4, bptt=10, steps_per_epoch=5, eval_size=2,
+                    eval_length=100)
+    c.model.hidden_size = 8
+    c.train.log_every = 3
+    c.train.epochs = 2
+    return c
+"""
+
+
 def test_extending_a_finished_run_equals_the_longer_run(tmp_path, monkeypatch, capfd):
+    """2 epochs, then extended to 4, against 4 from the start: the same result.json (but its
+    wall time) and the same metrics.jsonl bytes; the 2-epoch run's training record at its last
+    step (10, not a multiple of log_every) is not part of the longer run."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv(reporting.HEARTBEAT_ENV, "1e-9")  # a heartbeat at every logged step
     short, long_ = tmp_path / "short", tmp_path / "long"
-    assert _run(short, "--config.train.steps=20") == 0
+    (tmp_path / "reber.py").write_text(REBER_CONFIG)
+
+    def reber(workdir, epochs):
+        return _main(f"--config={tmp_path / 'reber.py'}", f"--config.train.epochs={epochs}",
+                     f"--workdir={workdir}", "--noprogress")
+    assert reber(short, 2) == 0
     first = json.loads((short / "result.json").read_text())
-    assert first["steps"] == 20 and first["stopped"] == "all steps done"
+    assert first["steps"] == 10 and first["stopped"] == "all steps done"
     capfd.readouterr()
-    assert _run(short, "--config.train.steps=40") == 0  # no --overwrite
+    assert reber(short, 4) == 0  # no --overwrite
     out, err = capfd.readouterr()
-    assert f"{short}: extending the run from step 20 to 40 (train.steps=40)" in out
+    assert f"{short}: extending the run from step 10 to 20 (train.epochs=4)" in out
     assert "\r" not in out + err  # no progress frames when not a terminal
     beats = [x for x in out.splitlines() if x.startswith("step ") and "ETA" in x]
     # one at every logged step (every 3 steps and the last)
-    assert [x.split()[1] for x in beats] == ["21/40", "24/40", "27/40", "30/40", "33/40",
-                                             "36/40", "39/40", "40/40"], beats
-    assert all("steps/s" in x for x in beats) and "valid mse" in beats[-1]
-    assert json.loads((short / "config.json").read_text())["train"]["steps"] == 40
+    assert [x.split()[1] for x in beats] == ["12/20", "15/20", "18/20", "20/20"], beats
+    assert all("steps/s" in x for x in beats) and "valid symbols_to_error" in beats[-1]
+    assert json.loads((short / "config.json").read_text())["train"]["epochs"] == 4
 
-    assert _run(long_, "--config.train.steps=40") == 0
+    assert reber(long_, 4) == 0
     assert _comparable(short) == _comparable(long_)
     records = [json.loads(x) for x in (long_ / "metrics.jsonl").read_text().splitlines()]
-    assert 20 not in [r["step"] for r in records if r["split"] == "train"]  # 20 % 3 != 0
+    assert [r["step"] for r in records if r["split"] == "valid"] == [5, 10, 15, 20]
+    assert 10 not in [r["step"] for r in records if r["split"] == "train"]
 
     capfd.readouterr()  # the same command again: finished
-    assert _run(short, "--config.train.steps=40") == 0
+    assert reber(short, 4) == 0
     assert "already finished" in capfd.readouterr().out
     # a smaller budget is another config
-    assert _run(short, "--config.train.steps=30") == 2
+    assert reber(short, 3) == 2
     err = capfd.readouterr().err.splitlines()
-    assert len(err) == 1 and "differs in: train.steps" in err[0] and "not shortened" in err[0]
+    assert len(err) == 1 and "differs in: train.epochs" in err[0] and "not shortened" in err[0]
 
 
 def _saved_run(workdir, *extra):
@@ -192,3 +216,31 @@ def test_extension_refused_after_an_early_stop(tmp_path, monkeypatch, capfd):
     assert len(err) == 1 and "stopped early at step 10 (target reached" in err[0], err
     assert (wd / "result.json").read_text() == result
     assert json.loads((wd / "config.json").read_text())["train"]["steps"] == 30
+
+
+def _budget_case(tmp_path, old_train, new_train, other=None):
+    from lstm_research.training import base_config
+    from lstm_research.training.workdir import extension_of
+    old = base_config("continual_reber")  # a task with epochs
+    old.train.update(old_train)
+    (tmp_path / "config.json").write_text(old.to_json_best_effort())
+    new = base_config("continual_reber")
+    new.train.update(new_train)
+    for k, v in (other or {}).items():
+        new[k.split(".")[0]][k.split(".")[1]] = v
+    return extension_of(new, tmp_path)
+
+
+@pytest.mark.parametrize("old,new,other,extends", [
+    ({"epochs": 3}, {"epochs": 5}, None, True),
+    ({"epochs": 3}, {"epochs": 5}, {"train.checkpoint_every": 7}, True),  # result-neutral
+    ({"epochs": 3}, {"epochs": 3}, None, False),                          # the same run
+    ({"epochs": 5}, {"epochs": 3}, None, False),                          # shorter
+    ({"epochs": 3}, {"epochs": 5}, {"train.lr": 0.5}, False),             # and something else
+    ({"epochs": 3}, {"epochs": 3, "steps": 99}, None, False),             # steps unused here
+    ({"epochs": 3}, {"epochs": 0, "steps": 5000}, None, False),           # epochs -> steps
+    ({"epochs": 0, "steps": 20}, {"epochs": 0, "steps": 40}, None, True),
+    ({"epochs": 0, "steps": 40}, {"epochs": 0, "steps": 20}, None, False),
+])
+def test_which_config_changes_extend_a_run(old, new, other, extends, tmp_path):
+    assert (_budget_case(tmp_path, old, new, other) is not None) == extends
