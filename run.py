@@ -2,7 +2,9 @@
 [--config.<key>=<value> ...] [--workdir=DIR]``.
 
 Without arguments it trains an LSTM on the adding problem (T = 100), which needs no download.
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest checkpoint; running it with a
+larger ``--config.train.epochs`` (or ``train.steps``) extends a finished run. ``--print_config``
+prints the resolved config and exits. The default workdir is ``runs/<config name>[_<variant>]``.
 
 Exit status: 0 done; 2 a user error (bad command line, config, workdir or data; one line
 ``error: ...`` on stderr, nothing written to the workdir); 3 the loss or parameters became
@@ -11,6 +13,8 @@ is a bug and prints its traceback.
 """
 from __future__ import annotations
 
+import glob
+import json
 import os
 import sys
 
@@ -61,10 +65,16 @@ def parse_command_line(argv):
     flags.DEFINE_bool("overwrite", False, "Discard a run of a different config in --workdir.",
                       flag_values=fv)
     flags.DEFINE_bool("progress", sys.stderr.isatty(), "Show a progress bar (default: when "
-                      "stderr is a terminal; otherwise validation results are printed as lines).",
+                      "stderr is a terminal; otherwise validation results and a heartbeat line "
+                      "every $LSTM_RESEARCH_HEARTBEAT_SECS (60) seconds are printed).",
+                      flag_values=fv)
+    flags.DEFINE_bool("print_config", False, "Print the resolved config (after the "
+                      "--config.<key> overrides) as JSON and exit; writes nothing.",
                       flag_values=fv)
     if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
         print(__doc__)
+        print(config_listing())
+        print()
         print(fv.get_help())
         raise SystemExit(0)
     try:
@@ -77,10 +87,42 @@ def parse_command_line(argv):
     return fv, config
 
 
-def _default_workdir(fv):
-    path = getattr(fv["config"], "config_filename", None) or DEFAULT_CONFIG
-    name = os.path.splitext(os.path.basename(path.partition(":")[0]))[0]
-    return os.path.join("runs", name)
+def config_listing(root: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+    """The config files under ``configs/`` and ``configs/papers/`` with their variants (the
+    default first) and the first line of their docstring, for ``--help``."""
+    lines = ["Configs (--config=PATH[:variant]):"]
+    for path in sorted(glob.glob(os.path.join(root, "configs", "*.py"))) + \
+            sorted(glob.glob(os.path.join(root, "configs", "papers", "*.py"))):
+        rel = os.path.relpath(path)  # as --config takes it: relative to the current folder
+        try:
+            variants, default, doc = validate.config_info(path)
+            doc = " ".join(doc.strip().split("\n\n")[0].split())
+        except Exception as e:  # noqa: BLE001 - a broken config must not break --help
+            lines.append(f"  {rel}  (cannot be loaded: {' '.join(str(e).split())[:80]})")
+            continue
+        if variants is not None:
+            names = sorted(variants, key=lambda v: v != default)
+            what = "variants: " + ", ".join(f"{v} (default)" if v == default else v
+                                            for v in names)
+        elif default is not None:
+            what = f"variant argument, default {default!r} (see its docstring)"
+        else:
+            what = "no variants"
+        lines.append(f"  {rel}  [{what}]")
+        if doc:
+            lines.append("      " + (doc if len(doc) <= 96 else doc[:95] + "..."))
+    return "\n".join(lines)
+
+
+def _default_workdir(fv) -> str:
+    """``runs/<config file name>``, plus ``_<variant>`` for a config with variants (the default
+    variant when none is given), so that the variants of one config do not share a workdir."""
+    spec = getattr(fv["config"], "config_filename", None) or DEFAULT_CONFIG
+    path, _, variant = spec.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    if not variant:
+        variant = validate.config_info(path)[1] or ""
+    return os.path.join("runs", f"{name}_{variant}" if variant else name)
 
 
 def user_error(e: BaseException) -> int:
@@ -92,6 +134,10 @@ def main(argv) -> int:
     logging.set_verbosity(logging.ERROR)  # TFDS warns about its cache; our errors are one line
     try:
         fv, config = parse_command_line(argv)
+        if fv.print_config:
+            validate.validate_config(config)
+            print(json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
+            return 0
         workdir = fv.workdir or _default_workdir(fv)
         validate.validate_workdir(workdir)
         validate.validate_config(config, check_data_sizes=True)

@@ -41,3 +41,32 @@ def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,
     if lr is not None:
         c.train.lr = lr
     return c
+
+
+def tensorboard_events(folder) -> list:
+    """Every ``Event`` proto in the TensorBoard event files under ``folder``, file by file in
+    name order: the TFRecord framing (length, its crc, the record, its crc) read directly, so
+    no TensorBoard install is needed."""
+    import struct
+    from pathlib import Path
+
+    from tensorboardX.proto.event_pb2 import Event
+    events = []
+    for path in sorted(Path(folder).rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            events.append(Event.FromString(data[i + 12:i + 12 + n]))
+            i += 12 + n + 4
+    return events
+
+
+def tensorboard_scalars(folder) -> dict:
+    """``{tag: [(step, value), ...]}`` of the scalars under ``folder``."""
+    out: dict = {}
+    for e in tensorboard_events(folder):
+        for v in e.summary.value:
+            if v.HasField("simple_value"):
+                out.setdefault(v.tag, []).append((e.step, v.simple_value))
+    return out

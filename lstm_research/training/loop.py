@@ -3,7 +3,10 @@
 Everything a step needs is a function of the global step number (the task's batch, the
 dropout key, the learning rate), and the checkpoint holds the rest (params, optimizer state,
 carried recurrent state, the loop's counters), so a run killed at any point and started again
-ends with exactly the metrics of an uninterrupted run.
+ends with exactly the metrics of an uninterrupted run. For the same reason a finished run can be
+extended to a larger ``train.epochs`` / ``train.steps`` (:meth:`Trainer.run`): it resumes from its
+last checkpoint and ends with the metrics of a run given the larger budget from the start,
+where that holds (:meth:`Trainer._check_extension`).
 """
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ import numpy as np
 from absl import logging
 
 from lstm_research import models
+from lstm_research.errors import UserError
 from lstm_research.training import diagnostics, optim, parallel, steps
 from lstm_research.training.batches import pad_time_at_least
 from lstm_research.training.checkpoint import Checkpoints
-from lstm_research.training.reporting import Reporter, write_atomic
+from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
-from lstm_research.training.workdir import WorkdirMismatch, prepare_workdir
+from lstm_research.training.workdir import (WorkdirMismatch, extension_of, prepare_workdir,
+                                            write_config)
 
 __all__ = ["NonFiniteLoss", "Trainer", "WorkdirMismatch", "prepare_workdir", "summary_line",
            "train_and_evaluate"]
@@ -53,8 +58,12 @@ class Trainer:
         self.progress = progress
         self._stop_requested = False
         self._compile()
+        # the saved config of a run this one extends (a larger budget, nothing else changed)
+        self.extends = None if overwrite else extension_of(config, self.workdir)
+        if self.extends is not None:
+            self._check_extension(self.extends)
         if self.is_main:  # last: a config that fails above leaves nothing in the workdir
-            prepare_workdir(config, self.workdir, overwrite)
+            prepare_workdir(config, self.workdir, overwrite, extending=self.extends is not None)
 
     def _compile(self):
         self.apply = steps.make_apply(self.model, self.task, self.config.train.input_noise)
@@ -107,10 +116,60 @@ class Trainer:
     def _divisible(self, batch):
         return batch["x"].shape[0] % self.mesh.shape["data"] == 0
 
+    # --- extending a finished run ---------------------------------------------------------
+    def _budget_text(self) -> str:
+        tc = self.config.train
+        return f"train.epochs={tc.epochs}" if tc.epochs else f"train.steps={tc.steps}"
+
+    def _refuse_extension(self, why: str):
+        raise UserError(f"workdir {self.workdir} cannot be extended to {self._budget_text()}: "
+                        f"{why}, so the result would differ from a run given that budget from "
+                        "the start; use another --workdir, or --overwrite to start over")
+
+    def _check_extension(self, old: dict) -> None:
+        """Refuse, before anything is written, to extend a run whose result would depend on its
+        budget: a schedule over the total steps, an evaluation cadence derived from it, or a
+        last step between evaluations (the run evaluated there because it ended there; a longer
+        run would not, and that evaluation moved its best and early-stopping counters)."""
+        tc, spe = self.config.train, self.task.steps_per_epoch
+        old_total = old["train"]["epochs"] * spe if old["train"].get("epochs") else \
+            old["train"]["steps"]
+        if tc.schedule == "cosine":
+            self._refuse_extension("train.schedule='cosine' decays the learning rate over the "
+                                   "whole budget, so every step's rate depends on it")
+        if not tc.eval_every and not spe:
+            self._refuse_extension("with train.eval_every=0 the run evaluates every tenth of "
+                                   "its budget")
+        if old_total % self.eval_every:
+            self._refuse_extension(f"the run ended at step {old_total}, between evaluations "
+                                   f"(every {self.eval_every} steps), and evaluated there")
+
+    def _begin_extension(self, meta, ckpt) -> None:
+        """The run resumed at ``meta`` is extended: refuse one that stopped early, then drop
+        its ``result.json`` and save the new config (in this order: a kill in between leaves a
+        run that the old or the new command resumes)."""
+        if meta["stopped"]:
+            ckpt.close()
+            self._refuse_extension(f"the run stopped early at step {meta['step']} "
+                                   f"({meta['stopped']}); a longer run stops there too")
+        if self.is_main:
+            (self.workdir / "result.json").unlink(missing_ok=True)
+            write_config(self.workdir, self.config)
+        print(f"{self.workdir}: extending the run from step {meta['step']} to "
+              f"{self.total_steps} ({self._budget_text()})", flush=True)
+
+    def _train_logged(self, step: int) -> bool:
+        """Whether the loop writes a training record at ``step`` (every ``train.log_every``
+        steps and at the last)."""
+        return step % self.config.train.log_every == 0 or step == self.total_steps
+
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train from the latest checkpoint (or from scratch) to the end of the budget, test the
+        best checkpoint and write ``result.json``. A finished run returns its result; one whose
+        budget this config raises (``self.extends``) is extended."""
         result_path = self.workdir / "result.json"
-        if result_path.exists():
+        if result_path.exists() and self.extends is None:
             result = json.loads(result_path.read_text())
             print(f"{self.workdir}: already finished. {summary_line(result)}")
             return result
@@ -122,10 +181,13 @@ class Trainer:
         if restored is not None:
             arrays, meta = restored
             logging.info("resumed from step %d", meta["step"])
+        if self.extends is not None:
+            self._begin_extension(meta, ckpt)
         # best is saved before latest: after a kill in between, best is ahead; the resumed
         # run recreates it
         ckpt.drop_best_after(meta["step"])
-        reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"])
+        reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"],
+                            train_logged=self._train_logged, loss_metric=loss_metric(self.task))
         n_params = models.count_params(arrays["params"])
         prev_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
@@ -133,6 +195,7 @@ class Trainer:
             if self._stop_requested:
                 return {"status": "interrupted", "step": meta["step"]}
             result = self._finish(arrays, meta, ckpt, n_params)
+            reporter.result(result)
         finally:
             signal.signal(signal.SIGTERM, prev_handler)
             reporter.close()

@@ -262,11 +262,9 @@ def validate_workdir(workdir) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------
-def load_config_file(spec: str):
-    """The ConfigDict of ``path[:variant]``; one-line UserError for a missing file, a syntax
-    error, a config without ``get_config``, an unknown variant, or a variant on a config
-    without variants."""
-    path, _, variant = spec.partition(":")
+def _config_module(path: str):
+    """The module of config file ``path``; one-line UserError for a missing file, a syntax
+    error or a module without ``get_config``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {path} not found" + (" (it is a folder)" if p.is_dir() else "")
@@ -284,14 +282,38 @@ def load_config_file(spec: str):
     mod_spec = importlib.util.spec_from_file_location(f"_lstm_research_config_{p.stem}", p)
     module = importlib.util.module_from_spec(mod_spec)
     mod_spec.loader.exec_module(module)  # an error here is a bug in the config: traceback
-    get_config = getattr(module, "get_config", None)
-    if not callable(get_config):
+    if not callable(getattr(module, "get_config", None)):
         raise UserError(f"config file {path} has no get_config() function")
-    params = [q for q in inspect.signature(get_config).parameters.values()
-              if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    return module
+
+
+def _variant_params(get_config) -> list:
+    return [q for q in inspect.signature(get_config).parameters.values()
+            if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+
+
+def config_info(path: str) -> tuple[list[str] | None, str | None, str]:
+    """``(variants, default variant, docstring)`` of config file ``path``: its ``VARIANTS``
+    (None when it has none), the default of ``get_config``'s variant argument (None when it
+    takes none) and the module docstring ("" without one); for ``run.py --help`` and the
+    default workdir."""
+    module = _config_module(path)
+    params = _variant_params(module.get_config)
+    default = params[0].default if params and params[0].default is not params[0].empty else None
+    variants = getattr(module, "VARIANTS", None)
+    return (list(variants) if variants is not None else None), default, module.__doc__ or ""
+
+
+def load_config_file(spec: str):
+    """The ConfigDict of ``path[:variant]``; one-line UserError for a missing file, a syntax
+    error, a config without ``get_config``, an unknown variant, or a variant on a config
+    without variants."""
+    path, _, variant = spec.partition(":")
+    module = _config_module(path)
+    get_config = module.get_config
     variants = getattr(module, "VARIANTS", None)
     if variant:
-        if not params:
+        if not _variant_params(get_config):
             raise UserError(f"config file {path} has no variants; drop ':{variant}'")
         if variants is not None and variant not in variants:
             raise UserError(f"unknown variant {variant!r} of {path}; valid: "

@@ -1,5 +1,6 @@
-"""The run directory: refuse one that holds a run of a different config, write ``config.json``
-(and every other small file) atomically."""
+"""The run directory: refuse one that holds a run of a different config, recognize a run whose
+training budget is being raised (an extension), write ``config.json`` (and every other small
+file) atomically."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,9 @@ class WorkdirMismatch(UserError):
 #: run and its resumption is not a different config
 RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs"})
 
+#: the training budget: raising it (and nothing else) extends a run rather than making another
+BUDGET = frozenset({"train.epochs", "train.steps"})
+
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a kill at any instant leaves the old or the new
@@ -32,10 +36,48 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:
-    """Refuse a workdir that holds a run of a different config, unless ``overwrite``."""
+def config_record(config) -> dict:
+    """``config`` as the dict that ``config.json`` holds."""
+    return json.loads(config.to_json_best_effort())
+
+
+def write_config(workdir: Path, config) -> None:
+    write_atomic(Path(workdir) / "config.json",
+                 json.dumps(config_record(config), indent=2, sort_keys=True))
+
+
+def extension_of(config, workdir: Path) -> dict | None:
+    """The saved ``config.json`` of ``workdir`` when ``config`` differs from it only by a larger
+    training budget: ``train.epochs`` raised (or, for both without epochs, ``train.steps``
+    raised), besides :data:`RESULT_NEUTRAL` keys. None otherwise (no saved run, the same config,
+    or any other difference, a smaller budget included). Reads only."""
+    saved = Path(workdir) / "config.json"
+    if not saved.exists():
+        return None
+    old, current = json.loads(saved.read_text()), config_record(config)
+    diff = set(_diff(old, current, _defaults(current))) - RESULT_NEUTRAL
+    if not diff or not diff <= BUDGET:
+        return None
+    o, n = old.get("train", {}), current["train"]
+    if o.get("epochs", 0) and n["epochs"]:
+        larger = n["epochs"] > o["epochs"] and "train.steps" not in diff
+    elif not o.get("epochs", 0) and not n["epochs"]:
+        larger = n["steps"] > o.get("steps", n["steps"])
+    else:
+        larger = False  # epochs <-> steps: another config
+    return old if larger else None
+
+
+def prepare_workdir(config, workdir: Path, overwrite: bool, extending: bool = False) -> None:
+    """Refuse a workdir that holds a run of a different config, unless ``overwrite``.
+
+    ``extending``: the caller found :func:`extension_of` ``config`` and checked that the run can
+    be extended; the saved ``config.json`` is left for it to replace (:func:`write_config`) once
+    it has resumed."""
+    if extending:
+        return
     saved = workdir / "config.json"
-    current = json.loads(config.to_json_best_effort())
+    current = config_record(config)
     if saved.exists():
         old = json.loads(saved.read_text())
         diff = sorted(set(_diff(old, current, _defaults(current))) - RESULT_NEUTRAL)
@@ -43,14 +85,16 @@ def prepare_workdir(config, workdir: Path, overwrite: bool) -> None:
             if not overwrite:
                 raise WorkdirMismatch(
                     f"workdir {workdir} holds a run of a different config (differs in: "
-                    f"{', '.join(diff[:10])}); use another --workdir, or --overwrite to "
-                    "discard that run")
+                    f"{', '.join(diff[:10])}"
+                    + ("; a run can be extended to a larger budget, not shortened"
+                       if set(diff) <= BUDGET else "")
+                    + "); use another --workdir, or --overwrite to discard that run")
             shutil.rmtree(workdir)
     elif overwrite and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not saved.exists():
-        write_atomic(saved, json.dumps(current, indent=2, sort_keys=True))
+        write_config(workdir, config)
 
 
 def _defaults(current: dict) -> dict:
