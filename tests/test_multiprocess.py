@@ -172,3 +172,22 @@ def test_bad_coordinates_end_in_one_line_within_the_timeout(tmp_path):
                     *coords(port, i, n)], 2, script=ROOT / "run.py") for i, n in ((0, 2), (1, 3))]
     for p in procs:
         one_line_error(p, 120, "parallel.num_processes differs between the processes: [2, 3]")
+
+
+def test_coordinates_are_checked_before_anything_starts():
+    from lstm_research.training import base_config
+    from lstm_research.training.validate import check_parallel
+
+    def problems(**kw):
+        par = base_config("adding").parallel
+        par.update(kw)
+        return check_parallel(par)
+
+    assert problems() == [] and problems(coordinator_address="auto") == []
+    assert problems(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=1) == []
+    assert problems(coordinator_address="host0", num_processes=2) == [
+        "parallel.coordinator_address='host0' must be host:port (process 0's host and a free port) "
+        "or 'auto'"]
+    assert "leave parallel.num_processes and parallel.process_id unset" in problems(
+        coordinator_address="auto", num_processes=2)[0]
+    assert problems(timeout_s=0) == ["parallel.timeout_s=0 must be an integer >= 1"]
