@@ -45,12 +45,14 @@ def initialize_distributed(cfg) -> None:
         detail = " ".join(str(e).split())
         if len(detail) > 300:
             detail = detail[:300] + "..."
-        who = ("the cluster's environment" if address == "auto" else
-               f"process {cfg.process_id} of {cfg.num_processes}, coordinator {address}")
-        raise UserError(f"jax.distributed.initialize failed within parallel.timeout_s={timeout} "
-                        f"({who}): {detail}; check that every process was started with the same "
-                        "parallel.coordinator_address (process 0's host and a free port) and "
-                        "parallel.num_processes, and a distinct parallel.process_id") from None
+        if address == "auto":
+            who, hint = ("from the cluster's environment", "run it as srun (Slurm) or mpirun "
+                         "(Open MPI) tasks, or give parallel.coordinator_address=host:port")
+        else:
+            who = f"process {cfg.process_id} of {cfg.num_processes}, coordinator {address}"
+            hint = ("start every process with the same parallel.coordinator_address (process 0's "
+                    "host and a free port) and parallel.num_processes, and its own process_id")
+        raise UserError(f"jax.distributed.initialize ({who}) failed: {detail}; {hint}") from None
     _check_process_count(cfg, address)
 
 
