@@ -24,10 +24,13 @@ def initialize_distributed(cfg) -> None:
     and ``process_id``, or ``auto``: all three from the cluster's environment, e.g. Slurm's
     ``srun``). Once per process; a second call (another Trainer in the process) is a no-op.
 
-    ``parallel.timeout_s`` bounds every wait on the others: joining (a wrong address, a process
-    that never starts, process counts that disagree) fails after it with a :class:`UserError`,
-    and once joined, a process whose peer dies or stops answering is ended by JAX's coordination
-    service when the peer's heartbeats have been missing that long (it logs which task failed).
+    ``parallel.timeout_s`` bounds every wait on the others. :class:`UserError` (one line) for:
+    process 0 given an address not its own or a port in use (at once), a coordinator that never
+    answers (after the timeout), ``num_processes`` that differ between processes (all of them).
+    JAX itself aborts the process after the timeout when process 0 waits for more processes than
+    join (JAX does not raise there). Once joined, a failed collective raises (``run.py`` exits 4:
+    a peer is lost), and a peer that stops answering ends the others after ``timeout_s`` without
+    its heartbeats (JAX's coordination service).
     """
     address = cfg.coordinator_address
     if not address or jax.distributed.is_initialized():
