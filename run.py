@@ -8,8 +8,9 @@ prints the resolved config and exits. The default workdir is ``runs/<config name
 
 Exit status: 0 done; 2 a user error (bad command line, config, workdir or data; one line
 ``error: ...`` on stderr, nothing written to the workdir); 3 the loss or parameters became
-NaN/inf (the last good checkpoint is kept); 143 stopped by SIGTERM after saving; anything else
-is a bug and prints its traceback.
+NaN/inf (the last good checkpoint is kept); 4 a multi-process run lost another process (it died
+or stopped answering; one line ``error: ...``; rerun every process to resume); 143 stopped by
+SIGTERM after saving; anything else is a bug and prints its traceback.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from lstm_research.errors import UserError
 from lstm_research.training import validate
 
 DEFAULT_CONFIG = "configs/adding.py"
-EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_SIGTERM = 2, 3, 143
+EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_PEER_LOST, EXIT_SIGTERM = 2, 3, 4, 143
 
 
 def _config_args(argv):
@@ -130,6 +131,20 @@ def user_error(e: BaseException) -> int:
     return EXIT_USER_ERROR
 
 
+def peer_lost(e: BaseException) -> None:
+    """In a multi-process run, a failed collective means another process died or stopped
+    answering: say so in one line and end this process at once (``os._exit``: JAX's shutdown
+    at exit would wait ``parallel.timeout_s`` for the lost process and then abort)."""
+    import jax
+    if jax.process_count() == 1 or not isinstance(e, jax.errors.JaxRuntimeError):
+        return
+    first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: another process of "
+          f"this job died or stopped answering ({first.strip()[:200]}); rerun every process "
+          "with the same command to resume from the last checkpoint", file=sys.stderr, flush=True)
+    os._exit(EXIT_PEER_LOST)
+
+
 def main(argv) -> int:
     logging.set_verbosity(logging.ERROR)  # TFDS warns about its cache; our errors are one line
     try:
@@ -153,6 +168,9 @@ def main(argv) -> int:
     except NonFiniteLoss as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr, flush=True)
         return EXIT_NON_FINITE
+    except Exception as e:
+        peer_lost(e)
+        raise
     if result.get("status") == "interrupted":
         return EXIT_SIGTERM
     return 0

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from lstm_research.sweeps.local import signal_group
 from lstm_research.sweeps.sweepdir import now, repo_root
+from lstm_research.sweeps.worker import EXIT_SIGTERM
 
 __all__ = ["SubmititLauncher", "SubmititOptions", "TrialJob"]
 
@@ -91,6 +92,16 @@ class SubmititLauncher:
             lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
             return None, f"submitit job {job.job_id} failed: {type(e).__name__}: " + " | ".join(lines[-3:])
         return int(out["returncode"]), None
+
+    def lost(self, job) -> bool:
+        """A trial stopped from outside the sweep (``scancel``, a preemption that is not requeued):
+        the trial saved its checkpoint on the SIGTERM and exited 143, so it is interrupted, not
+        failed, and rerunning the sweep resumes it (as for a killed worker)."""
+        if not job.done():
+            return False
+        with contextlib.suppress(Exception):
+            return int(job.result()["returncode"]) == EXIT_SIGTERM
+        return False
 
     def terminate(self, job):
         process = getattr(job, "_process", None)  # LocalJob: its controller forwards SIGTERM to the task

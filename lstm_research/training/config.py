@@ -57,9 +57,10 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
     ))
     c.parallel = ml_collections.ConfigDict(dict(
         batch_per_device=0,     # 0: task.batch_size is the global batch
-        coordinator_address="",  # multi-host: jax.distributed.initialize(...)
+        coordinator_address="",  # multi-host: host:port of process 0, or "auto" (Slurm, MPI...)
         num_processes=1,
         process_id=0,
+        timeout_s=120,          # multi-host: joining, and a peer's silence, fail after this long
         model_axis=1,           # >1: shard params along a 'model' mesh axis of this size
     ))
     return c

@@ -7,6 +7,10 @@ then compiles one SPMD program with the collectives it needs.
 """
 from __future__ import annotations
 
+import errno
+import socket
+import time
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -15,10 +19,44 @@ from lstm_research.errors import UserError
 
 
 def initialize_distributed(cfg) -> None:
-    """Multi-host: call ``jax.distributed.initialize`` when a coordinator address is given."""
-    if cfg.coordinator_address:
-        jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
-                                   num_processes=cfg.num_processes, process_id=cfg.process_id)
+    """Multi-host: join the other processes with ``jax.distributed.initialize`` when
+    ``parallel.coordinator_address`` is set (``host:port`` of process 0 with ``num_processes``
+    and ``process_id``, or ``auto``: all three from the cluster's environment, e.g. Slurm's
+    ``srun``). Once per process; a second call (another Trainer in the process) is a no-op.
+
+    ``parallel.timeout_s`` bounds every wait on the others. :class:`UserError` (one line) for:
+    process 0 given an address not its own or a port in use (at once), a coordinator that never
+    answers (after the timeout), ``num_processes`` that differ between processes (all of them).
+    JAX itself aborts the process after the timeout when process 0 waits for more processes than
+    join (JAX does not raise there). Once joined, a failed collective raises (``run.py`` exits 4:
+    a peer is lost), and a peer that stops answering ends the others after ``timeout_s`` without
+    its heartbeats (JAX's coordination service).
+    """
+    address = cfg.coordinator_address
+    if not address or jax.distributed.is_initialized():
+        return
+    timeout = int(cfg.timeout_s)
+    where = (dict(coordinator_address=address, num_processes=cfg.num_processes,
+                  process_id=cfg.process_id) if address != "auto" else {})
+    if address != "auto":
+        _precheck_coordinator(cfg, timeout)
+    try:
+        jax.distributed.initialize(**where, initialization_timeout=timeout,
+                                   heartbeat_timeout_seconds=timeout,
+                                   shutdown_timeout_seconds=timeout)
+    except (RuntimeError, ValueError) as e:
+        detail = " ".join(str(e).split())
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        if address == "auto":
+            who, hint = ("from the cluster's environment", "run it as srun (Slurm) or mpirun "
+                         "(Open MPI) tasks, or give parallel.coordinator_address=host:port")
+        else:
+            who = f"process {cfg.process_id} of {cfg.num_processes}, coordinator {address}"
+            hint = ("start every process with the same parallel.coordinator_address (process 0's "
+                    "host and a free port) and parallel.num_processes, and its own process_id")
+        raise UserError(f"jax.distributed.initialize ({who}) failed: {detail}; {hint}") from None
+    _check_process_count(cfg, address)
 
 
 def make_mesh(model_axis: int = 1) -> Mesh:
@@ -79,3 +117,58 @@ def param_sharding(mesh: Mesh, x) -> NamedSharding:
 
 def shard_params(mesh: Mesh, tree):
     return jax.tree.map(lambda x: jax.device_put(x, param_sharding(mesh, x)), tree)
+
+
+def _precheck_coordinator(cfg, timeout: int) -> None:
+    """What can be checked before joining, where JAX would only abort the process after the
+    timeout: process 0 runs the coordinator, so its host must be this machine and its port free;
+    every other process waits (up to ``timeout``) for the coordinator's port to accept."""
+    host, port = cfg.coordinator_address.rsplit(":", 1)
+    host, port = host.strip("[]"), int(port)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise UserError(f"parallel.coordinator_address={cfg.coordinator_address!r}: host {host!r} "
+                        f"does not resolve ({e.strerror or e})") from None
+    family, _, _, _, sockaddr = infos[0]
+    if cfg.process_id == 0:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((sockaddr[0], port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise UserError(f"parallel.coordinator_address={cfg.coordinator_address!r}: "
+                                    f"port {port} is in use on this machine; choose a free "
+                                    "port") from None
+                raise UserError(f"parallel.coordinator_address={cfg.coordinator_address!r} is "
+                                "not an address of this machine, but parallel.process_id=0 runs "
+                                "the coordinator here; give process 0's own host") from None
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(sockaddr[:2], timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"no coordinator answered at parallel.coordinator_address="
+                                f"{cfg.coordinator_address!r} within parallel.timeout_s={timeout} "
+                                f"(process {cfg.process_id} of {cfg.num_processes}); start "
+                                "process 0 with the same address, or fix the address") from None
+            time.sleep(0.5)
+
+
+def _check_process_count(cfg, address: str) -> None:
+    """Every process's ``parallel.num_processes`` against the job's: JAX takes the count of
+    process 0, so a process started with another one would otherwise run on silently."""
+    from jax.experimental import multihost_utils
+
+    actual = jax.process_count()
+    claimed = (np.asarray(multihost_utils.process_allgather(np.int32(cfg.num_processes)))
+               if address != "auto" else np.array([actual]))
+    if (claimed != actual).any():
+        raise UserError(f"parallel.num_processes differs between the processes: "
+                        f"{sorted(set(claimed.tolist()))} (process 0, the coordinator, "
+                        f"has {actual}); start every process with "
+                        f"parallel.num_processes={actual}")

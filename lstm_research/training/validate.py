@@ -175,6 +175,16 @@ def check_parallel(par) -> list[str]:
         _int(problems, "parallel.process_id", par.process_id, 0, max(par.num_processes - 1, 0))
         if par.num_processes > 1 and not par.coordinator_address:
             problems.append("parallel.num_processes > 1 needs parallel.coordinator_address")
+        if par.coordinator_address == "auto" and (par.num_processes != 1 or par.process_id != 0):
+            problems.append("parallel.coordinator_address='auto' takes the process count and id "
+                            "from the cluster (Slurm, Open MPI); leave parallel.num_processes and "
+                            "parallel.process_id unset")
+    _int(problems, "parallel.timeout_s", par.timeout_s, 1)
+    addr = par.coordinator_address
+    if addr and addr != "auto" and (not isinstance(addr, str) or ":" not in addr
+                                    or not addr.rsplit(":", 1)[1].isdigit()):
+        problems.append(f"parallel.coordinator_address={addr!r} must be host:port (process 0's "
+                        "host and a free port) or 'auto'")
     return problems
 
 
@@ -211,7 +221,7 @@ def check_data(config) -> list[str]:
 def check_devices(config) -> list[str]:
     """The mesh and the global batch against this machine's devices (single-process runs only:
     a multi-process run must not touch the devices before ``jax.distributed.initialize``)."""
-    if config.parallel.num_processes > 1:
+    if config.parallel.num_processes > 1 or config.parallel.coordinator_address:
         return []
     from lstm_research.training import parallel
     try:

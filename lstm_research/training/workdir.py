@@ -18,7 +18,11 @@ class WorkdirMismatch(UserError):
 
 #: keys that say when checkpoints are written, not what a run computes: changing them between a
 #: run and its resumption is not a different config
-RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs"})
+RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs",
+                            # where the processes run, not what they compute: a run of two
+                            # processes resumes in one and the other way round
+                            "parallel.coordinator_address", "parallel.num_processes",
+                            "parallel.process_id", "parallel.timeout_s"})
 
 #: the training budget: raising it (and nothing else) extends a run rather than making another
 BUDGET = frozenset({"train.epochs", "train.steps"})
