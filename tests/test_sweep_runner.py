@@ -268,7 +268,7 @@ def test_cli_runs_and_summarizes(env):
     assert res.returncode == 1, res.stderr  # some trials failed
     assert "sweep " in res.stdout and "16 done, 2 failed" in res.stdout
     md = (env / "abl" / "summary.md").read_text()
-    assert "| **vanilla** | 2 | 0 |" in md and "| nig | 0 | 2 |" in md
+    assert "| **vanilla** ⚠ | 2 | 0 |" in md and "| nig ⚠ | 0 | 2 |" in md
     assert (env / "abl" / "box_nll.png").stat().st_size > 10_000
     (env / "abl" / "summary.md").unlink()
     res = subprocess.run([sys.executable, str(CLI), "--summarize", str(env / "abl"), "--no_plots"],
