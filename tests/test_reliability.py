@@ -17,7 +17,7 @@ import pytest
 
 from lstm_research.errors import UserError
 from lstm_research.training import base_config, validate
-from lstm_research.training.checkpoint import CheckpointError, Checkpoints
+from lstm_research.training.checkpoint import CheckpointError, Checkpoints, check_files
 from lstm_research.training.loop import NonFiniteLoss, Trainer
 
 
@@ -171,7 +171,8 @@ def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, reference,
     out = _resume_in_fresh_process(tmp_path)
     assert out.returncode == 0, out.stderr
     err = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
-    assert len(err) == 1 and "checkpoint step 15 is damaged" in err[0], err
+    assert len(err) == 1 and "checkpoint step 15 is damaged" in err[0], out.stderr
+    assert "Traceback" not in out.stderr, out.stderr  # one line, not tensorstore's noise
     assert (tmp_path / "checkpoints" / "corrupt" / "latest_15_0").is_dir()
     _assert_same_as_reference(tmp_path, reference)
 
@@ -184,7 +185,8 @@ def test_no_intact_checkpoint_left_is_a_clear_error(tmp_path):
     out = _resume_in_fresh_process(tmp_path)
     assert out.returncode != 0
     assert re.search(r"CheckpointError: no intact checkpoint left in .*step 15: .*latest/15/arrays"
-                     r" (checksum mismatch|unreadable).*step 10: .*latest/10/arrays", out.stderr)
+                     r"\S*:? (checksum mismatch|unreadable).*step 10: .*latest/10/arrays",
+                     out.stderr), out.stderr
 
 
 def test_checkpoint_records_checksums_and_refuses_non_finite(tmp_path):
@@ -194,6 +196,12 @@ def test_checkpoint_records_checksums_and_refuses_non_finite(tmp_path):
     meta = json.loads((tmp_path / "checkpoints/latest/1/meta/metadata").read_text())
     assert set(meta["checksums"]) == {"['params']['w']", "['carries']"}
     ck.save_latest(1, arrays, {"step": 1})  # idempotent
+    assert not (tmp_path / "checkpoints/corrupt").exists()
+    data = next(p for p in (tmp_path / "checkpoints/latest/1").rglob("d/*"))
+    _flip_bits(data)  # same meta, damaged file: the save is redone, the damaged one kept aside
+    ck.save_latest(1, arrays, {"step": 1})
+    assert (tmp_path / "checkpoints/corrupt/latest_1_0").is_dir()
+    check_files(tmp_path / "checkpoints/latest/1")
     with pytest.raises(Exception, match="non-finite"):
         ck.save_best(2, {"params": {"w": jnp.array([jnp.nan])}}, {"step": 2})
     assert ck.best.all_steps() == []

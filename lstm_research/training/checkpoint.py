@@ -9,8 +9,11 @@ Crash consistency (a process killed at any instant, including inside a save):
 * orbax writes a step into ``<step>.orbax-checkpoint-tmp-*`` and renames it to ``<step>`` when
   complete, so a step folder is either whole or absent; leftover tmp folders of a killed save
   are removed when the run starts again (``cleanup_tmp_directories``).
+* After a step is written, ``<step>/files.sha256`` records a sha256 of every file in it (written
+  atomically; single-process runs). A restore checks it before orbax reads anything, so a
+  damaged step is refused with one line rather than with tensorstore's errors.
 * The JSON record holds a sha256 of every array's bytes (params, optimizer state and the carried
-  recurrent state), checked on restore. A step that fails the check or cannot be read is moved to
+  recurrent state), checked on restore. A step that fails a check or cannot be read is moved to
   ``checkpoints/corrupt/`` with a one-line warning and the previous step is used; two latest
   (and two best) steps are kept so there is one to fall back to. With none left the restore
   raises :class:`CheckpointError` naming the step and the file.
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +40,7 @@ import orbax.checkpoint as ocp
 from lstm_research.errors import UserError
 
 CHECKSUMS = "checksums"  # key of the per-array sha256 record in a checkpoint's JSON item
+FILES = "files.sha256"   # per-file sha256 record written into a step folder after the save
 KEEP = 2                 # steps kept of latest and of best: one to fall back to
 
 
@@ -58,6 +64,44 @@ def array_checksums(arrays) -> dict[str, str]:
         h.update(a.tobytes())
         out[jax.tree_util.keystr(path)] = h.hexdigest()
     return out
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_of(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != FILES}
+
+
+def record_files(folder: Path) -> None:
+    """Write ``folder/files.sha256`` (sha256 of every file in a finished step), atomically."""
+    tmp = folder / (FILES + ".tmp")
+    tmp.write_text(json.dumps(_files_of(folder), indent=0))
+    os.replace(tmp, folder / FILES)
+
+
+def check_files(folder: Path) -> None:
+    """Raise ValueError naming the first missing or changed file of a step that has a
+    ``files.sha256`` record (a step without one is left to the array checksums)."""
+    record = folder / FILES
+    if not record.exists():
+        return
+    try:
+        expected = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{record} unreadable") from None
+    for rel, digest in expected.items():
+        path = folder / rel
+        if not path.is_file():
+            raise ValueError(f"{path} missing")
+        if _file_sha256(path) != digest:
+            raise ValueError(f"{path}: checksum mismatch")
 
 
 def _all_finite(arrays) -> bool:
@@ -90,15 +134,26 @@ class Checkpoints:
         if not _all_finite(arrays):
             raise NonFiniteCheckpoint(f"refusing to save non-finite arrays at step {step}")
         sums = array_checksums(arrays)
+        folder = Path(manager.directory) / str(step)
         if step in manager.all_steps():
             old = self._read_meta(manager, step)
-            if old is not None and old.get(CHECKSUMS) == sums:
+            if old is not None and old.get(CHECKSUMS) == sums and self._intact(folder):
                 return  # already saved (e.g. an evaluation step, then SIGTERM): idempotent
             self._move_aside(manager, step)
         meta = {**meta, CHECKSUMS: sums}
         manager.save(step, args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays),
                                                    meta=ocp.args.JsonSave(meta)), force=True)
         manager.wait_until_finished()
+        if jax.process_count() == 1:  # several processes write parts of one folder
+            record_files(folder)
+
+    @staticmethod
+    def _intact(folder: Path) -> bool:
+        try:
+            check_files(folder)
+        except ValueError:
+            return False
+        return True
 
     def save_latest(self, step, arrays, meta):
         self._save(self.latest, step, arrays, meta)
@@ -141,6 +196,7 @@ class Checkpoints:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
             like)
+        check_files(folder)  # before orbax reads: its errors on damaged files are noisy
         try:
             meta = manager.restore(step, args=ocp.args.Composite(
                 meta=ocp.args.JsonRestore()))["meta"]
