@@ -119,4 +119,6 @@ def test_kill_storm_20_kills_end_bit_identical(tmp_path):
 def test_kill_storm_long(tmp_path, name):
     if os.environ.get("LSTM_RESEARCH_LONG_KILL_STORM") != "1":
         pytest.skip("long kill storm: set LSTM_RESEARCH_LONG_KILL_STORM=1")
-    _storm(tmp_path, name, n_kills=100, steps=300, seed=1)
+    # long enough that 100 kills land before the run is done: a life starts in milliseconds and
+    # trains about 25 steps before a random kill (the stateful task's steps are the cheapest)
+    _storm(tmp_path, name, n_kills=100, steps={"adding": 300, "stateful": 3000}[name], seed=1)
