@@ -164,6 +164,11 @@ def test_bad_coordinates_end_in_one_line_within_the_timeout(tmp_path):
     one_line_error(*run_py([f"--workdir={tmp_path}/b", "--config.parallel.coordinator_address=192.0.2.1:1234",
                             "--config.parallel.num_processes=2"]),
                    "is not an address of this machine, but parallel.process_id=0 runs the coordinator")
+    # process 0 waiting for a second process that never starts (JAX alone would abort, exit 134)
+    t = time.time()
+    one_line_error(*run_py([f"--workdir={tmp_path}/e", *coords(free_port(), 0, timeout=5)]),
+                   "error: not all parallel.num_processes=2 processes (this is process 0")
+    assert time.time() - t < 5 + 60
     # a process id out of range
     one_line_error(*run_py([f"--workdir={tmp_path}/c", *coords(port, 2)]),
                    "parallel.process_id=2 must be an integer in [0, 1]")

@@ -8,7 +8,10 @@ then compiles one SPMD program with the collectives it needs.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
+import threading
 import time
 
 import jax
@@ -27,8 +30,9 @@ def initialize_distributed(cfg) -> None:
     ``parallel.timeout_s`` bounds every wait on the others. :class:`UserError` (one line) for:
     process 0 given an address not its own or a port in use (at once), a coordinator that never
     answers (after the timeout), ``num_processes`` that differ between processes (all of them).
-    JAX itself aborts the process after the timeout when process 0 waits for more processes than
-    join (JAX does not raise there). Once joined, a failed collective raises (``run.py`` exits 4:
+    Processes that wait for more processes than join (JAX would abort the process after its own
+    timeout, with a C++ stack) print one ``error:`` line after ``timeout_s`` and exit with
+    status 2 (a watchdog thread: JAX releases the GIL while it waits). Once joined, a failed collective raises (``run.py`` exits 4:
     a peer is lost), and a peer that stops answering ends the others after ``timeout_s`` without
     its heartbeats (JAX's coordination service).
     """
@@ -40,8 +44,12 @@ def initialize_distributed(cfg) -> None:
                   process_id=cfg.process_id) if address != "auto" else {})
     if address != "auto":
         _precheck_coordinator(cfg, timeout)
+    watchdog = threading.Timer(timeout, _not_all_joined, args=(cfg, timeout))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        jax.distributed.initialize(**where, initialization_timeout=timeout,
+        # JAX's own initialization timeout is later than the watchdog's: it aborts the process
+        jax.distributed.initialize(**where, initialization_timeout=timeout + 60,
                                    heartbeat_timeout_seconds=timeout,
                                    shutdown_timeout_seconds=timeout)
     except (RuntimeError, ValueError) as e:
@@ -56,7 +64,23 @@ def initialize_distributed(cfg) -> None:
             hint = ("start every process with the same parallel.coordinator_address (process 0's "
                     "host and a free port) and parallel.num_processes, and its own process_id")
         raise UserError(f"jax.distributed.initialize ({who}) failed: {detail}; {hint}") from None
+    finally:
+        watchdog.cancel()
     _check_process_count(cfg, address)
+
+
+def _not_all_joined(cfg, timeout: int) -> None:
+    """The watchdog of :func:`initialize_distributed`: one line, exit status 2 (a user error)."""
+    if cfg.coordinator_address == "auto":
+        who = "the processes of this cluster job (from its environment)"
+    else:
+        who = (f"all parallel.num_processes={cfg.num_processes} processes (this is process "
+               f"{cfg.process_id}, coordinator {cfg.coordinator_address})")
+    sys.stdout.flush()
+    print(f"error: not {who} joined within parallel.timeout_s={timeout}; start every process "
+          "with the same coordinator address and num_processes, and process ids 0 to "
+          "num_processes - 1", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def make_mesh(model_axis: int = 1) -> Mesh:
