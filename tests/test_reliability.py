@@ -3,7 +3,6 @@ at the first evaluation, damaged checkpoints (checksums, fallback), a half-writt
 metrics.jsonl line, nonsense config values, and nothing written by a failed start."""
 import glob
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from lstm_research.errors import UserError
 from lstm_research.training import base_config, validate
-from lstm_research.training.checkpoint import CheckpointError, Checkpoints, check_files
+from lstm_research.training.checkpoint import Checkpoints, check_files
 from lstm_research.training.loop import NonFiniteLoss, Trainer
 
 
