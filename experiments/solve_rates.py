@@ -4,7 +4,8 @@ A trial is "solved" when its final test metrics meet ``--solved`` (a comparison 
 column, e.g. ``test_max_abs_error<0.04`` or ``test_solved_frac>=1``). For each group (default:
 ``model.cell`` when swept) it prints the number solved out of the trials that finished, and the
 training sequences seen by the solved ones (steps x ``--batch``, since runs stop once the
-criterion holds on validation): median, min and max. A user error (no results.csv, a bad
+criterion holds on validation): median, min and max; then, for every group after the first, the
+two-sided p of Fisher's exact test of its solve rate against the first group's. A user error (no results.csv, a bad
 ``--solved``, an unknown column) is one line ``error: ...`` on stderr, exit status 2.
 
     python experiments/solve_rates.py sweeps/h97_temporal6a/results.csv \
@@ -108,6 +109,13 @@ def run(argv=None) -> None:
         seq = (f"{t['median_sequences']:,.0f} [{t['min_sequences']:,}-{t['max_sequences']:,}]"
                if t["solved"] else "-")
         print(f"| {t['group']} | {t['solved']} / {t['n']} ({100 * t['rate']:.0f}%) | {seq} |")
+    from lstm_research.sweeps.stats import fisher_exact
+
+    for t in table[1:]:
+        p_value = fisher_exact(t["solved"], t["n"], table[0]["solved"], table[0]["n"])
+        print(f"Fisher's exact test, {t['group']} against {table[0]['group']}: "
+              f"{t['solved']}/{t['n']} vs {table[0]['solved']}/{table[0]['n']}, "
+              f"two-sided p = {p_value:.3g}")
 
 
 def main(argv=None) -> int:

@@ -251,3 +251,21 @@ def test_sign_test_on_paired_draws_closed_form():
     worse, pairs, _ = sign_test(other, base, col="test_nll", pair_keys=["train.lr"],
                                 lower_is_better=False)
     assert (worse, pairs) == (1, 10)
+
+
+def test_fisher_exact_against_the_hypergeometric_closed_form():
+    """Two-sided Fisher p: the sum of the hypergeometric probabilities of every table with the
+    same margins that is no more likely than the observed one (here 6/10 against 2/10)."""
+    from math import comb
+
+    from lstm_research.sweeps.stats import fisher_exact
+
+    def closed_form(a, n_a, b, n_b):
+        k, n = a + b, n_a + n_b
+        prob = [comb(n_a, x) * comb(n_b, k - x) / comb(n, k) for x in range(0, min(k, n_a) + 1)
+                if k - x <= n_b]
+        return sum(q for q in prob if q <= comb(n_a, a) * comb(n_b, b) / comb(n, k) * (1 + 1e-7))
+
+    for case in [(6, 10, 2, 10), (20, 30, 9, 30), (0, 5, 5, 5), (3, 8, 3, 8)]:
+        assert abs(fisher_exact(*case) - closed_form(*case)) < 1e-12, case
+    assert abs(fisher_exact(6, 10, 2, 10) - 0.1698) < 1e-4

@@ -1,6 +1,6 @@
 """The statistics of a sweep summary: descriptive statistics of a group, Welch's t-test against
-the baseline group with a verdict, the paired sign test over shared draws, and Holm's
-step-down adjustment of a family of p-values."""
+the baseline group with a verdict, the paired sign test over shared draws, Holm's
+step-down adjustment of a family of p-values, and Fisher's exact test of two solve rates."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Iterable, Mapping, Sequence
 from lstm_research.sweeps.results import is_num
 from lstm_research.sweeps.values import format_value
 
-__all__ = ["describe", "holm", "sign_test", "verdict", "welch_test"]
+__all__ = ["describe", "fisher_exact", "holm", "sign_test", "verdict", "welch_test"]
 
 
 def describe(values: Iterable[float], lower_is_better: bool = True) -> dict:
@@ -40,6 +40,15 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     res = stats.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
+
+
+def fisher_exact(solved_a: int, n_a: int, solved_b: int, n_b: int) -> float:
+    """Two-sided p of Fisher's exact test that two groups solve at the same rate
+    (``scipy.stats.fisher_exact`` on the 2x2 table solved / not solved)."""
+    from scipy import stats
+
+    table = [[solved_a, n_a - solved_a], [solved_b, n_b - solved_b]]
+    return float(stats.fisher_exact(table, alternative="two-sided").pvalue)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
