@@ -117,9 +117,13 @@ def test_fused_matches_autodiff_with_options():
     _check_all(cases)
 
 
-def test_fused_padding_does_not_change_results():
+@pytest.mark.parametrize("row_chunk", [None, 4])
+def test_fused_padding_does_not_change_results(monkeypatch, row_chunk):
     """Padding a batch along time (what the trainer does so that one program serves every
-    length) leaves outputs, final carries and gradients as they were, to float rounding."""
+    length) leaves outputs, final carries and gradients as they were, to float rounding; also
+    when the matmuls outside the loops visit only the chunks of steps the loops visit
+    (``fused.ROW_CHUNK``; here 4 steps, so the padded batch runs in 2 of its 4 chunks)."""
+    monkeypatch.setattr(fused, "ROW_CHUNK", row_chunk)
     cell = cells.get("vanilla", H)
     params, xs, carry, weights = _case(cell)
     lengths = jnp.array([T, 3, 0])
