@@ -3,7 +3,9 @@
 
 * ``time:<s>``   s seconds after the first training step (a random instant);
 * ``best:<n>``   right after the n-th best checkpoint of this life is written, before the latest
-                 of the same step (best ahead of latest);
+                 of the same step (best ahead of latest); at a random instant within
+                 ``BEST_FALLBACK_S`` if no n-th best comes (validation may have stopped
+                 improving: the life would otherwise run to the end);
 * ``rename:<n>`` inside the n-th orbax save, all files written, before the tmp folder is renamed;
 * ``append:<n>`` in the n-th ``metrics.jsonl`` record, half of the line written;
 * ``sparse``     no kill, and checkpoints at evaluations only (when checkpoints are written is
@@ -16,6 +18,7 @@ python tests/kill_storm_worker.py WORKDIR CONFIG_NAME     (one life; KILL, KILL_
 python tests/kill_storm_worker.py --zygote                 (many lives, see :func:`zygote`)
 """
 import os
+import random
 import signal
 import sys
 import threading
@@ -63,8 +66,14 @@ def die():
     time.sleep(60)
 
 
+BEST_FALLBACK_S = 3.0
+
+
 def arm(kill: str, trainer: Trainer):
     how, _, arg = kill.partition(":")
+    if how == "best":
+        rng = random.Random(os.getpid())  # every life is a process of its own
+        arm(f"time:{rng.uniform(BEST_FALLBACK_S / 2, BEST_FALLBACK_S):.3f}", trainer)
     count = [0]
 
     def nth():
