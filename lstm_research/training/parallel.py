@@ -32,9 +32,9 @@ def initialize_distributed(cfg) -> None:
     answers (after the timeout), ``num_processes`` that differ between processes (all of them).
     Processes that wait for more processes than join (JAX would abort the process after its own
     timeout, with a C++ stack) print one ``error:`` line after ``timeout_s`` and exit with
-    status 2 (a watchdog thread: JAX releases the GIL while it waits). Once joined, a failed collective raises (``run.py`` exits 4:
-    a peer is lost), and a peer that stops answering ends the others after ``timeout_s`` without
-    its heartbeats (JAX's coordination service).
+    status 2 (a watchdog thread: JAX releases the GIL while it waits). Once joined, a failed
+    collective raises (``run.py`` exits 4: a peer is lost), and a peer that stops answering ends
+    the others after ``timeout_s`` without its heartbeats (JAX's coordination service).
     """
     address = cfg.coordinator_address
     if not address or jax.distributed.is_initialized():
@@ -72,7 +72,7 @@ def initialize_distributed(cfg) -> None:
 def _not_all_joined(cfg, timeout: int) -> None:
     """The watchdog of :func:`initialize_distributed`: one line, exit status 2 (a user error)."""
     if cfg.coordinator_address == "auto":
-        who = "the processes of this cluster job (from its environment)"
+        who = "all processes of this cluster job (from its environment)"
     else:
         who = (f"all parallel.num_processes={cfg.num_processes} processes (this is process "
                f"{cfg.process_id}, coordinator {cfg.coordinator_address})")
