@@ -110,6 +110,40 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"]))
 
 
+@pytest.mark.parametrize("optimizer", ["nesterov", "rmsprop"])
+def test_momentum_and_input_noise_are_inputs_of_the_compiled_step(tmp_path, optimizer):
+    """Trials differing only in lr, momentum or input noise share one compiled train step (the
+    lowered programs are equal), and a step taking them as inputs gives the same bits as the
+    same step with them baked in as constants."""
+    def trainer(momentum, noise, name):
+        c = small_adding()
+        c.train.optimizer, c.train.momentum, c.train.input_noise = optimizer, momentum, noise
+        return Trainer(c, tmp_path / name, progress=False)
+    a, b = trainer(0.9, 0.3, "a"), trainer(0.5, 0.7, "b")
+    arrays, _ = a.init_state()
+    batch = next(a.task.train_batches(0))
+    batch.pop("reset", None)
+    key = jax.random.key(3)
+
+    def lowered(t):
+        hyper = optim.runtime_hyperparams(t.config.train, 0.01)
+        return t.train_step.lower(arrays["params"], arrays["opt_state"], batch, None, key,
+                                  np.int32(0), hyper).as_text()
+    assert lowered(a) == lowered(b)
+
+    hyper = optim.runtime_hyperparams(b.config.train, 0.01)
+    copy = lambda: jax.tree.map(jnp.copy, (arrays["params"], arrays["opt_state"]))
+    params, opt_state = copy()
+    runtime = b.train_step(params, opt_state, batch, None, key, np.int32(0), hyper)
+    baked = {"lr": 0.01, "momentum": 0.5, "input_noise": 0.7}  # Python floats: constants
+    step = jax.jit(lambda p, o, bt, k: b.train_step_fn(p, o, bt, None, k, baked))
+    params, opt_state = copy()
+    const = step(params, opt_state, batch, jax.random.fold_in(key, 0))
+    for x, y in zip(jax.tree.leaves(runtime[:2]), jax.tree.leaves(const[:2]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert float(runtime[3]["loss"]) == float(const[3]["loss"])
+
+
 def test_workdir_of_another_config_is_refused(tmp_path):
     config = small_adding()
     config.train.steps = 5

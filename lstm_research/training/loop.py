@@ -66,11 +66,14 @@ class Trainer:
             prepare_workdir(config, self.workdir, overwrite, extending=self.extends is not None)
 
     def _compile(self):
-        self.apply = steps.make_apply(self.model, self.task, self.config.train.input_noise)
-        self.train_step_fn, self.eval_step_fn = steps.make_steps(self.apply, self.task, self.tx)
-        # the step's dropout/noise key and its learning rate are made inside the compiled step
-        # from numpy scalars: eager fold_in and jnp scalars cost more host time than a batch-1
-        # update computes (measured in experiments/sweep_throughput.py)
+        tc = self.config.train
+        self.apply = steps.make_apply(self.model, self.task, tc.input_noise > 0)
+        self.train_step_fn, self.eval_step_fn = steps.make_steps(self.apply, self.task, tc)
+        # the step's dropout/noise key is made inside the compiled step from numpy scalars, and
+        # its learning rate, momentum and input noise come in as numpy scalars: eager fold_in
+        # and jnp scalars cost more host time than a batch-1 update computes (measured in
+        # experiments/sweep_throughput.py), and trials differing only in those hyperparameters
+        # share the compiled program
         self.train_step = jax.jit(steps.keyed_by_step(self.train_step_fn), donate_argnums=(0, 1))
         self.eval_step = jax.jit(self.eval_step_fn)
 
@@ -93,7 +96,7 @@ class Trainer:
     def gate_eval_step(self):
         """The jitted eval step that also sums gate statistics (``train.gate_stats``)."""
         gate_apply = diagnostics.eval_with_gates(self.apply, self.model)
-        return jax.jit(steps.make_steps(self.apply, self.task, self.tx, gate_apply)[1])
+        return jax.jit(steps.make_steps(self.apply, self.task, self.config.train, gate_apply)[1])
 
     def evaluate(self, params, split):
         """The task's metrics on ``split`` and, with ``train.gate_stats``, the gate metrics
@@ -244,7 +247,7 @@ class Trainer:
                                      meta["plateau_scale"])
             params, opt_state, carries, m = self.train_step(
                 arrays["params"], arrays["opt_state"], batch, arrays["carries"], base_key,
-                np.int32(step), np.float32(lr))
+                np.int32(step), optim.runtime_hyperparams(tc, lr))
             arrays.update(params=params, opt_state=opt_state, carries=carries)
             meta["step"] = step + 1
             if meta["step"] % tc.log_every == 0 or meta["step"] == self.total_steps:

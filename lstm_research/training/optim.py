@@ -5,6 +5,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lstm_research.errors import UserError
@@ -14,28 +15,42 @@ SCHEDULES = ("constant", "zaremba", "plateau", "cosine")
 INITS = ("default", "uniform", "glorot")
 
 
-def build_optimizer(cfg) -> optax.GradientTransformation:
+def build_optimizer(cfg, momentum=None) -> optax.GradientTransformation:
     """optax chain: global-norm clipping, then the optimizer with an injectable learning rate
-    (the loop sets it every step from the schedule, so it lives in the optimizer state)."""
+    (the loop sets it every step from the schedule, so it lives in the optimizer state).
+
+    ``momentum`` overrides ``cfg.momentum``: the train step passes it as a traced scalar
+    (:func:`runtime_hyperparams`), so that one compiled program serves every momentum. The
+    optimizer state does not depend on it."""
     name = cfg.optimizer
     if name not in OPTIMIZERS:
         raise UserError(f"train.optimizer={name!r}; valid: {', '.join(OPTIMIZERS)}")
+    momentum = cfg.momentum if momentum is None else momentum
 
     def make(learning_rate):
         if name == "sgd":
             return optax.sgd(learning_rate)
         if name in ("momentum", "nesterov"):
-            return optax.sgd(learning_rate, momentum=cfg.momentum, nesterov=name == "nesterov")
+            return optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
         if name == "adam":
             return optax.adamw(learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay \
                 else optax.adam(learning_rate)
-        return optax.rmsprop(learning_rate, momentum=cfg.momentum)
+        return optax.rmsprop(learning_rate, momentum=momentum)
 
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     if cfg.weight_decay and name != "adam":
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
     parts.append(optax.inject_hyperparams(make)(learning_rate=cfg.lr))
     return optax.chain(*parts)
+
+
+def runtime_hyperparams(cfg, lr: float) -> dict:
+    """The hyperparameters that the compiled train step takes as inputs rather than constants,
+    as numpy float32 scalars: the step's learning rate ``lr`` (from :func:`learning_rate`),
+    ``cfg.momentum`` and ``cfg.input_noise``. Trials of a sweep that differ only in these
+    share one compiled program (in memory and in JAX's persistent compilation cache)."""
+    return {"lr": np.float32(lr), "momentum": np.float32(cfg.momentum),
+            "input_noise": np.float32(cfg.input_noise)}
 
 
 def set_learning_rate(opt_state, lr):

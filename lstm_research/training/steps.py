@@ -39,30 +39,34 @@ def run_length(train_config, task) -> tuple[int, int]:
     return total_steps, tc.eval_every or spe or max(total_steps // 10, 1)
 
 
-def make_apply(model, task, input_noise: float):
-    """``apply(params, batch, carries, train, key) -> (outputs, carries)``: the model's forward
-    pass, with Gaussian input noise in training when ``input_noise`` is set."""
-    def apply(params, batch, carries, train, key):
+def make_apply(model, task, noisy: bool):
+    """``apply(params, batch, carries, train, key, input_noise=None) -> (outputs, carries)``:
+    the model's forward pass. With ``noisy`` (``train.input_noise > 0``) training adds Gaussian
+    noise of std ``input_noise`` (a traced scalar: one program serves every std) to the inputs."""
+    def apply(params, batch, carries, train, key, input_noise=None):
         x = batch["x"]
-        if train and input_noise and not task.token_inputs:
+        if train and noisy and not task.token_inputs:
             x = x + input_noise * jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
         return model.apply({"params": params}, x, carries, batch.get("lengths"),
                            train=train, rngs={"dropout": key} if train else None)
     return apply
 
 
-def make_steps(apply, task, tx, gate_apply=None):
-    """The (unjitted) ``train_step(params, opt_state, batch, carries, key, lr)`` and
-    ``eval_step(params, batch, carries)``. With ``gate_apply``
+def make_steps(apply, task, train_config, gate_apply=None):
+    """The (unjitted) ``train_step(params, opt_state, batch, carries, key, hyper)`` and
+    ``eval_step(params, batch, carries)``. ``hyper`` is
+    :func:`~lstm_research.training.optim.runtime_hyperparams` (learning rate, momentum, input
+    noise): inputs of the compiled step, not constants in it. With ``gate_apply``
     (:func:`lstm_research.training.diagnostics.eval_with_gates`) the eval step runs through it
     and its sums also hold the gate statistics' sums."""
-    def train_step(params, opt_state, batch, carries, key, lr):
+    def train_step(params, opt_state, batch, carries, key, hyper):
         def loss_fn(p):
-            out, new_carries = apply(p, batch, carries, True, key)
+            out, new_carries = apply(p, batch, carries, True, key, hyper["input_noise"])
             loss, _ = task.loss(out, batch)
             return loss, new_carries
         (loss, new_carries), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        opt_state = optim.set_learning_rate(opt_state, lr)
+        opt_state = optim.set_learning_rate(opt_state, hyper["lr"])
+        tx = optim.build_optimizer(train_config, momentum=hyper["momentum"])
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         carries_out = jax.lax.stop_gradient(new_carries) if task.stateful else None
@@ -81,10 +85,11 @@ def make_steps(apply, task, tx, gate_apply=None):
 
 
 def keyed_by_step(train_step):
-    """``train_step`` taking ``(..., base_key, step, lr)``: the step's key is
+    """``train_step`` taking ``(..., base_key, step, hyper)``: the step's key is
     ``fold_in(base_key, step)``, computed inside the compiled program (same bits as outside)."""
-    def keyed_train_step(params, opt_state, batch, carries, base_key, step, lr):
-        return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step), lr)
+    def keyed_train_step(params, opt_state, batch, carries, base_key, step, hyper):
+        return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step),
+                          hyper)
     return keyed_train_step
 
 

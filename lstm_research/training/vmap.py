@@ -81,8 +81,8 @@ class VmapTrainer:
         self.total_steps, self.eval_every = steps.run_length(c0.train, self.task)
         self.tx = optim.build_optimizer(c0.train)
         self.progress = progress
-        self.apply = steps.make_apply(self.model, self.task, c0.train.input_noise)
-        train_step, eval_step = steps.make_steps(self.apply, self.task, self.tx)
+        self.apply = steps.make_apply(self.model, self.task, c0.train.input_noise > 0)
+        train_step, eval_step = steps.make_steps(self.apply, self.task, c0.train)
         self.train_step = jax.jit(jax.vmap(train_step))
         self.eval_step = jax.jit(jax.vmap(eval_step))
 
@@ -135,17 +135,18 @@ class VmapTrainer:
                 batch = _stack([jax.tree.map(jnp.asarray, b) for b in batches])
                 if self.task.stateful and reset:
                     arrays["carries"] = self._zero_carries(arrays["params"], batch)
-                lrs = jnp.array([optim.learning_rate(c.train, step, self.task.steps_per_epoch,
-                                                     self.total_steps, 1.0)
-                                 for c in self.configs], jnp.float32)
+                hyper = _stack([optim.runtime_hyperparams(c.train, optim.learning_rate(
+                    c.train, step, self.task.steps_per_epoch, self.total_steps, 1.0))
+                    for c in self.configs])
                 step_keys = jnp.stack([jax.random.fold_in(k, step) for k in keys])
                 params, opt_state, carries, m = self.train_step(
-                    arrays["params"], arrays["opt_state"], batch, arrays["carries"], step_keys, lrs)
+                    arrays["params"], arrays["opt_state"], batch, arrays["carries"], step_keys,
+                    hyper)
                 arrays.update(params=params, opt_state=opt_state, carries=carries)
                 meta["step"] = step + 1
                 if meta["step"] % self.configs[0].train.log_every == 0:
                     losses = np.asarray(m["loss"])
-                    reporter.train(meta["step"], loss=float(losses.mean()), lr=float(lrs[0]),
+                    reporter.train(meta["step"], loss=float(losses.mean()), lr=float(hyper["lr"][0]),
                                    losses=losses.tolist())
                 if meta["step"] % self.eval_every == 0 or meta["step"] == self.total_steps:
                     self._validate(arrays, meta, reporter)
