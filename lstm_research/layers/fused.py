@@ -129,14 +129,17 @@ def _put(a, v, t):
     return jax.lax.dynamic_update_index_in_dim(a, v, t, 0)
 
 
-def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
+def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True):
     """The forward loop. Returns the buffers ``Y`` [T+1, B, H] and ``C`` [T+1, B, H] (the
     carries h and c before the first and after every step) and the activated gates present,
-    in order, each [T, B, H].
+    in order, each [T, B, H] (with ``save_gates=False``, for a forward pass that is not
+    differentiated, the gates are not kept: empty tuple).
 
     Every saved value is written straight into a buffer carried by the loop and the state is
     read back from the buffers: each value then has a single consumer, so XLA fuses its
     computation with the in-place update instead of adding a copy kernel per saved value.
+    (A gate buffer read back inside the loop cannot be dropped by XLA when nothing uses it
+    after the loop: writing it was a third of an evaluation's loop time, hence ``save_gates``.)
     """
     H, gates = spec.H, spec.gates
     n = len(gates)
@@ -171,8 +174,8 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
     first = gates[:-1] if o_peep else gates
     Y = jnp.zeros((T + 1, B, H), dt).at[0].set(h0)
     C = jnp.zeros((T + 1, B, H), dt).at[0].set(c0)
-    G = jnp.zeros((T, len(first), B, H), dt)
-    O = jnp.zeros((T, B, H) if o_peep else (0,), dt)
+    G = jnp.zeros((T, len(first), B, H) if save_gates else (0,), dt)
+    O = jnp.zeros((T, B, H) if o_peep and save_gates else (0,), dt)
 
     def step(t, bufs):
         # Strictly write-then-read-back, one buffer per write: XLA can then update every
@@ -194,8 +197,11 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
                 acts.append(sig(pre[g] + peep[g] * c_prev))
             else:
                 acts.append(sig(pre[g]))
-        G = jax.lax.dynamic_update_slice(G, jnp.stack(acts)[None], (t, 0, 0, 0))
-        gt = dict(zip(first, _at(G, t)))
+        if save_gates:
+            G = jax.lax.dynamic_update_slice(G, jnp.stack(acts)[None], (t, 0, 0, 0))
+            gt = dict(zip(first, _at(G, t)))
+        else:
+            gt = dict(zip(first, acts))
         i = gt.get("i", 1.0)
         f = (1.0 - i) if spec.cifg else gt.get("f", 1.0)
         c = gt["z"] * i + c_prev * f
@@ -206,10 +212,12 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
             c = jnp.where(keep, c, c_prev)
         C = _put(C, c, t + 1)
         c_new = _at(C, t + 1)
-        if o_peep:
+        if o_peep and save_gates:
             # (at padded steps c_new = c_prev: o and y are then unused)
             O = _put(O, sig(pre["o"] + peep["o"] * c_new), t)
             o = _at(O, t)
+        elif o_peep:
+            o = sig(pre["o"] + peep["o"] * c_new)
         else:
             o = gt.get("o", 1.0)
         y = h_act(c_new) * o
@@ -218,6 +226,8 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
 
     Y, C, G, O = jax.lax.fori_loop(0, _steps(spec, valid, T), step, (Y, C, G, O),
                                    unroll=spec.unroll)
+    if not save_gates:
+        return Y, C, ()
     acts = tuple(G[:, k] for k in range(len(first))) + ((O,) if o_peep else ())
     return Y, C, acts
 
@@ -260,7 +270,7 @@ def _outputs(spec, Y, C, valid):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
-    Y, C, _ = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask)
+    Y, C, _ = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=False)
     return _outputs(spec, Y, C, valid)
 
 
