@@ -78,10 +78,14 @@ def run_mode(mode: str, args, root: Path) -> dict:
             "full_study_projection_h": round(FULL_STUDY_TRIAL_EPOCHS / rate, 2)}
 
 
-def time_trial(entry_main, workdir: Path, width: int, epochs: int) -> float:
+def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0) -> float:
+    # each draw has its own learning rate, momentum and input noise (as a sweep's draws do):
+    # they are inputs of the compiled programs, so a width seen before compiles nothing
+    lr, one_minus, noise = ((1e-3, 0.1, 0.1), (3e-3, 0.3, 0.5), (5e-4, 0.05, 0.2))[draw % 3]
     argv = ["run.py", f"--config={CONFIG}", f"--config.model.hidden_size={width}",
-            f"--config.train.epochs={epochs}", "--config.train.patience=0", "--config.lr=1e-3",
-            "--config.one_minus_momentum=0.1", f"--workdir={workdir}", "--noprogress"]
+            f"--config.train.epochs={epochs}", "--config.train.patience=0", f"--config.lr={lr}",
+            f"--config.one_minus_momentum={one_minus}", f"--config.train.input_noise={noise}",
+            f"--workdir={workdir}", "--noprogress"]
     t0 = time.perf_counter()
     rc = entry_main(argv)
     if rc != 0:
@@ -101,8 +105,8 @@ def time_widths(widths, root: Path, extra: int) -> dict:
     out = {}
     for w in widths:
         time_trial(run.main, root / f"warm{w}", w, 1)  # compile (and load the data) once
-        t1 = time_trial(run.main, root / f"e1_{w}", w, 1)
-        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra)
+        t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1)
+        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2)
         # batch 1: the steps of one epoch are its training sequences
         n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
         epoch = (t2 - t1) / extra
