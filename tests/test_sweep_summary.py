@@ -211,6 +211,30 @@ def test_solve_rates_counts_and_sequences_by_hand():
         solve_rates(rows, "nope<1", None, 1)
 
 
+def test_select_by_valid_picks_each_groups_best_setting_by_hand():
+    """Per group, the setting with the best mean valid metric; its trials' test numbers; Welch
+    against the first group (scipy's ttest_ind with equal_var=False)."""
+    from experiments.select_by_valid import select
+
+    rows = [dict(status="done", **{"model.cell": c, "train.lr": lr}, valid_nll=v, test_nll=t)
+            for c, lr, v, t in [("lstm", 1e-3, 8.0, 8.1), ("lstm", 1e-3, 8.2, 8.3),
+                                ("lstm", 1e-2, 7.9, 7.8), ("lstm", 1e-2, 8.5, 8.6),
+                                ("gru", 1e-3, 9.0, 9.1), ("gru", 1e-3, 9.2, 9.0),
+                                ("gru", 1e-2, 8.0, 8.05), ("gru", 1e-2, 8.1, 8.15)]]
+    rows.append(dict(status="failed", **{"model.cell": "gru", "train.lr": 1e-2},
+                     valid_nll=None, test_nll=None))
+    out = {g["group"]: g for g in select(rows, group_by="model.cell", search="train.lr",
+                                         metric="nll")}
+    assert out["lstm"]["chosen"] == 1e-3  # mean valid 8.1 against 8.2
+    assert out["lstm"]["test"] == [8.1, 8.3] and out["gru"]["test"] == [8.05, 8.15]
+    assert out["gru"]["mean"] == pytest.approx(8.1) and out["gru"]["std"] == pytest.approx(
+        math.sqrt(0.005))
+    assert select(rows, group_by="model.cell", search="train.lr", metric="nll",
+                  lower_is_better=False)[0]["chosen"] == 1e-2
+    with pytest.raises(ValueError, match="not in results.csv"):
+        select(rows, group_by="model.cell", search="lr", metric="nll")
+
+
 def test_top_fraction_analysis_ranks_by_validation(tmp_path):
     """--top 0.5: each group's best half by valid nll (here valid = test + 0.01); a group of 3
     finished trials keeps ceil(1.5) = 2. Statistics and Welch tests on those rows only."""
