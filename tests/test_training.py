@@ -226,3 +226,18 @@ def test_jsb_loss_norms_against_numpy():
     np.testing.assert_allclose(stats["nll"] / stats["frames"], per_frame[valid].mean(), rtol=1e-5)
     with pytest.raises(ValueError, match="'mean_frame', 'sum_time'"):
         JSBChorales(loss_norm="sum")
+
+
+def test_pad_time_to_matches_numpy_pad():
+    from lstm_research.training.batches import pad_time_at_least
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.normal(size=(3, 7, 5)).astype(np.float32),
+             "y": rng.integers(0, 9, size=(3, 7)), "lengths": np.array([7, 2, 5])}
+    out = pad_time_at_least(batch, 40)  # 40 rounded up to the 32-step bucket: 64
+    for k in ("x", "y"):
+        pad = [(0, 0)] * batch[k].ndim
+        pad[1] = (0, 64 - 7)
+        ref = np.pad(batch[k], pad)
+        assert out[k].dtype == ref.dtype
+        np.testing.assert_array_equal(out[k], ref)
+    assert out["lengths"] is batch["lengths"]
