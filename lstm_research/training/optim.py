@@ -48,7 +48,8 @@ def runtime_hyperparams(cfg, lr: float) -> dict:
     """The hyperparameters that the compiled train step takes as inputs rather than constants,
     as numpy float32 scalars: the step's learning rate ``lr`` (from :func:`learning_rate`),
     ``cfg.momentum`` and ``cfg.input_noise``. Trials of a sweep that differ only in these
-    share one compiled program (in memory and in JAX's persistent compilation cache)."""
+    lower to the same program, so a sweep worker compiles it once (JAX's persistent compilation
+    cache serves the rest)."""
     return {"lr": np.float32(lr), "momentum": np.float32(cfg.momentum),
             "input_noise": np.float32(cfg.input_noise)}
 
