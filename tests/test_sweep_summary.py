@@ -212,8 +212,8 @@ def test_solve_rates_counts_and_sequences_by_hand():
 
 
 def test_select_by_valid_picks_each_groups_best_setting_by_hand():
-    """Per group, the setting with the best mean valid metric; its trials' test numbers; Welch
-    against the first group (scipy's ttest_ind with equal_var=False)."""
+    """Per group, the setting with the best mean valid metric, and its trials' test numbers with
+    their mean and std, worked out by hand; failed trials are left out."""
     from experiments.select_by_valid import select
 
     rows = [dict(status="done", **{"model.cell": c, "train.lr": lr}, valid_nll=v, test_nll=t)

@@ -235,6 +235,8 @@ class Trainer:
         tc, task = self.config.train, self.task
         base_key = jax.random.key(self.config.seed + 1)
         batches = task.train_batches(meta["step"])
+        # momentum and input noise are fixed for the run: read from the config once
+        fixed_hyper = optim.runtime_hyperparams(tc, tc.lr)
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]
@@ -247,7 +249,7 @@ class Trainer:
                                      meta["plateau_scale"])
             params, opt_state, carries, m = self.train_step(
                 arrays["params"], arrays["opt_state"], batch, arrays["carries"], base_key,
-                np.int32(step), optim.runtime_hyperparams(tc, lr))
+                np.int32(step), dict(fixed_hyper, lr=np.float32(lr)))
             arrays.update(params=params, opt_state=opt_state, carries=carries)
             meta["step"] = step + 1
             if meta["step"] % tc.log_every == 0 or meta["step"] == self.total_steps:
