@@ -5,6 +5,8 @@ Without arguments it trains an LSTM on the adding problem (T = 100), which needs
 Running the same command again resumes from the workdir's latest checkpoint; running it with a
 larger ``--config.train.epochs`` (or ``train.steps``) extends a finished run. ``--print_config``
 prints the resolved config and exits. The default workdir is ``runs/<config name>[_<variant>]``.
+``python run.py --pack=PACK_JSON`` trains the trials listed in a pack file (written by
+``experiments/sweep.py --pack K``) in one vmapped program (lstm_research/training/pack.py).
 
 Exit status: 0 done; 2 a user error (bad command line, config, workdir or data; one line
 ``error: ...`` on stderr, nothing written to the workdir); 3 the loss or parameters became
@@ -145,8 +147,41 @@ def peer_lost(e: BaseException) -> None:
     os._exit(EXIT_PEER_LOST)
 
 
+def run_pack(path: str) -> int:
+    """``run.py --pack=PACK_JSON``: each member's arguments parsed and checked as a run of its
+    own, then all of them trained as one pack. Exit status as for one run; 3 when a member
+    diverged (the others finished; its workdir holds pack_failure.json)."""
+    try:
+        try:
+            argvs = json.loads(open(path).read())["argv"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--pack={path}: not a readable pack file ({e}); experiments/sweep.py "
+                            "--pack K writes them") from None
+        configs, workdirs = [], []
+        for argv in argvs:
+            fv, config = parse_command_line(argv)
+            workdir = fv.workdir or _default_workdir(fv)
+            validate.validate_workdir(workdir)
+            validate.validate_config(config, check_data_sizes=True)
+            configs.append(config)
+            workdirs.append(workdir)
+        from lstm_research.training.pack import PackTrainer
+        results = PackTrainer(configs, workdirs, os.path.dirname(os.path.abspath(path))).run()
+    except UserError as e:
+        return user_error(e)
+    if not results:
+        return EXIT_SIGTERM
+    return 0 if all(results) else EXIT_NON_FINITE
+
+
 def main(argv) -> int:
     logging.set_verbosity(logging.ERROR)  # TFDS warns about its cache; our errors are one line
+    pack = [a for a in argv[1:] if a.startswith("--pack=")]
+    if pack:
+        if len(argv) != 2:
+            return user_error(UserError("--pack=PACK_JSON takes no other arguments (each "
+                                        "trial's arguments are in the pack file)"))
+        return run_pack(pack[0].partition("=")[2])
     try:
         fv, config = parse_command_line(argv)
         if fv.print_config:

@@ -18,7 +18,8 @@ Fixed overrides: ``--set train.steps=200`` or, equivalently, ``--config.train.st
 Re-running the same command resumes: done trials are skipped, unfinished ones relaunched (they resume
 from their checkpoints), failed ones only with --retry_failed. ^C / SIGTERM stops the running trials
 cleanly (SIGTERM, so they checkpoint). ``--workers [N]`` runs the trials in N long-lived processes
-(default: one per CPU available) instead of one process per trial; see lstm_research/sweeps/README.md. Every key and value of the sweep is checked against the trial
+(default: one per CPU available) instead of one process per trial; ``--pack K`` trains up to K trials that
+share a compiled program as one vmapped program; see lstm_research/sweeps/README.md. Every key and value of the sweep is checked against the trial
 config before anything is launched or written (``--dry_run`` included). Exit status: 0 when every trial
 is done, 1 if some failed or are unfinished, 128+signal when interrupted, 2 on a user error (one line
 ``error: ...`` on stderr).
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the trials in N long-lived worker processes (data loaded and programs "
                         "compiled once per worker, a shared compilation cache); --workers alone: one per "
                         "CPU this process may use (os.sched_getaffinity). Replaces --parallel")
+    r.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="train up to K trials that share a compiled program (they differ only in seed, "
+                        "optimizer hyperparameters, input noise, initial gate biases or LSTM width) as one "
+                        "vmapped program per process (for accelerators; on the 2-core CPU workers are faster: "
+                        "see README)")
     r.add_argument("--worker_max_trials", type=int, default=100,
                    help="a worker is replaced after this many trials")
     r.add_argument("--worker_max_rss_gb", type=float, default=4.0,
@@ -138,6 +144,8 @@ def _check_args(args) -> None:
     """Numbers that make no sense, refused before anything runs."""
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1 (trials at once), got {args.parallel}")
+    if args.pack is not None and args.pack < 1:
+        raise UserError(f"--pack must be >= 1 (trials per program), got {args.pack}")
     if args.kill_timeout < 0:
         raise UserError(f"--kill_timeout must be >= 0 seconds, got {args.kill_timeout:g}")
     if args.top is not None and not 0 < args.top <= 1:
@@ -189,6 +197,14 @@ def run(argv: list[str] | None = None) -> int:
             workdir = os.path.join(args.sweep_dir, t.id)
             print(t.id + "\n    " + shlex.join(spec.command(t, workdir, python="python", entry=args.entry)))
         print(f"{len(spec)} trials")
+        if args.pack:
+            from lstm_research.sweeps.packs import plan_packs
+
+            packs = plan_packs(spec, Path(args.sweep_dir), spec.run_order(spec.expand()), args.pack,
+                               Path(args.cwd).resolve())
+            for p in packs:
+                print(f"{p.id}: {', '.join(t.id for t in p.trials)}")
+            print(f"{len(packs)} packs")
         return 0
     from lstm_research.sweeps.scheduler import SubmititOptions, WorkerOptions, run_sweep
 
@@ -208,7 +224,7 @@ def run(argv: list[str] | None = None) -> int:
                        retry_failed=args.retry_failed, overwrite=args.overwrite,
                        kill_timeout=args.kill_timeout,
                        gpus=args.gpus.split(",") if args.gpus else None, submitit_options=options,
-                       workers=workers, progress=not args.no_progress)
+                       workers=workers, pack=args.pack, progress=not args.no_progress)
     c = report.counts
     print(f"sweep {report.sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in c.items() if n))
     if report.interrupted is not None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Sweep throughput on the Greff et al. 2015 JSB protocol: one process per trial vs workers.
+"""Sweep throughput on the Greff et al. 2015 JSB protocol: one process per trial, workers, packs.
 
 Runs the same random draws (``configs/papers/greff2015.py:paper``; hidden size
 int_loguniform(20,200), lr loguniform(1e-6,1e-2), one_minus_momentum loguniform(0.01,1),
-input noise uniform(0,1)) with a fixed budget of E epochs per trial (``train.patience=0``), once as
-``experiments/sweep.py --parallel P`` (one process per trial) and once as ``--workers P``, each in
-a fresh temporary sweep dir, and reports:
+input noise uniform(0,1)) with a fixed budget of E epochs per trial (``train.patience=0``), as
+``experiments/sweep.py --parallel P`` (one process per trial, mode ``processes``), as
+``--workers P`` (``workers``) and as ``--workers P --pack K`` (``packed``: K trials of a variant in
+one vmapped program), each in a fresh temporary sweep dir, and reports:
 
 * trial-epochs per hour (validation included) of each mode, their ratio, and the projected time
   of the full study (1800 trials x 60 epochs);
@@ -54,6 +55,8 @@ def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
     for axis in AXES:
         cmd += ["--random", axis]
     cmd += ["--parallel", str(args.parallel)] if mode == "processes" else ["--workers", str(args.parallel)]
+    if mode == "packed":
+        cmd += ["--pack", str(args.pack)]
     return cmd
 
 
@@ -129,13 +132,15 @@ def mean_epoch_s(per_width: dict, draws: int, seed: int) -> float:
 def project(report: dict, args) -> dict:
     """Hours for 1800 trials of E epochs, per mode: the measured mean trial duration (its fixed
     cost and E_bench epochs) plus (E - E_bench) epochs at the mean epoch time over drawn widths,
-    P trials at a time."""
+    P trials at a time; for packs, the measured trial-epochs per hour (fixed costs included)."""
     epoch = mean_epoch_s(report["per_width"], args.draws, args.sweep_seed)
     out = {}
     for e in STUDY_EPOCHS:
         out[str(e)] = {m: round(1800 * (r["mean_trial_duration_s"] + (e - args.epochs) * epoch)
                                 / args.parallel / 3600, 2)
-                       for m, r in report["modes"].items()}
+                       for m, r in report["modes"].items() if m != "packed"}
+        if "packed" in report["modes"]:  # a pack's epochs are not those of one trial: its measured rate
+            out[str(e)]["packed"] = round(1800 * e / report["modes"]["packed"]["trial_epochs_per_hour"], 2)
     return out
 
 
@@ -147,16 +152,18 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=2, help="trials at once, and workers (P)")
     p.add_argument("--sweep_seed", type=int, default=0)
     p.add_argument("--widths", default="20,63,200", help="widths for the update / fixed-cost timing")
-    p.add_argument("--modes", default="processes,workers", help="comma-separated; 'none' to only time widths")
+    p.add_argument("--modes", default="processes,workers,packed",
+                   help="comma-separated of processes, workers, packed; 'none' to only time widths")
+    p.add_argument("--pack", type=int, default=8, help="packed mode: trials per program (K)")
     p.add_argument("--timing_epochs", type=int, default=4,
                    help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
     p.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "sweep_throughput_cpu.json"))
     args = p.parse_args(argv)
-    for name in ("draws", "epochs", "parallel", "timing_epochs"):
+    for name in ("draws", "epochs", "parallel", "timing_epochs", "pack"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     report = {"protocol": CONFIG, "axes": AXES, "cells": args.cells.split(","), "draws": args.draws,
-              "epochs": args.epochs, "parallel": args.parallel, "cpus": len(os.sched_getaffinity(0)),
+              "epochs": args.epochs, "parallel": args.parallel, "pack": args.pack, "cpus": len(os.sched_getaffinity(0)),
               "machine": platform.processor() or platform.machine(), "modes": {}}
     with tempfile.TemporaryDirectory(prefix="sweep_throughput_") as tmp:
         root = Path(tmp)
@@ -171,6 +178,10 @@ def main(argv=None) -> int:
             report["workers_vs_processes"] = round(m["workers"]["trial_epochs_per_hour"]
                                                    / m["processes"]["trial_epochs_per_hour"], 3)
             print(f"workers / processes: {report['workers_vs_processes']:.2f}x")
+        if "workers" in m and "packed" in m:
+            report["packed_vs_workers"] = round(m["packed"]["trial_epochs_per_hour"]
+                                                / m["workers"]["trial_epochs_per_hour"], 3)
+            print(f"packed (K={args.pack}) / workers: {report['packed_vs_workers']:.2f}x")
         report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root, args.timing_epochs)
         report["projection"] = project(report, args)
         for e, h in report["projection"].items():

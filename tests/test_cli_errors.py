@@ -54,7 +54,6 @@ RUN_CASES = [
     ("momentum_one", ["--config.train.momentum=1.0"], "train.momentum=1.0"),
     ("epochs_on_step_task", ["--config.train.epochs=3"], "has no epochs"),
     ("target_nan", ["--config.train.target=nan"], "train.target=nan"),
-    ("vmap_lrs", ["--config.train.vmap_lrs=a,b"], "train.vmap_lrs='a,b'"),
     ("unknown_cell", ["--config.model.cell=lstmm"], "unknown cell 'lstmm'"),
     ("unknown_cell_switch", ["--config.model.cell=lstm:forgot_bias=1"], "forgot_bias"),
     ("hidden_zero", ["--config.model.hidden_size=0"], "model.hidden_size=0"),

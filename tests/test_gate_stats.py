@@ -132,9 +132,10 @@ def test_trainer_evaluate_reports_gate_metrics_of_the_fused_model(tmp_path):
         np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=k)
 
 
-def test_gate_stats_with_vmapped_trials_is_refused():
-    from lstm_research.training.validate import check_train
+def test_gate_stats_in_a_pack_is_refused(tmp_path):
+    from lstm_research.errors import UserError
+    from lstm_research.training.pack import PackTrainer
     config = small_config("adding", steps=2, eval_every=1)
     config.train.gate_stats = True
-    config.train.vmap_trials = 2
-    assert any("gate_stats" in p for p in check_train(config.train, "adding"))
+    with pytest.raises(UserError, match="gate_stats"):
+        PackTrainer([config, config], [tmp_path / "a", tmp_path / "b"], tmp_path / "p")

@@ -16,9 +16,14 @@ from lstm_research.layers.scan import check_fused
 from lstm_research.layers.scan import scan as scan_over_time
 
 
+#: the Stack's dropout rates, which :meth:`Stack.apply` also takes as (traced) values
+RATES = ("dropout", "input_dropout", "recurrent_dropout")
+
+
 def dropout(key, x, rate, shape=None):
-    """Inverted dropout; ``shape`` (broadcastable to x) shares one mask across the other dims."""
-    if not rate:
+    """Inverted dropout; ``shape`` (broadcastable to x) shares one mask across the other dims.
+    ``rate`` may be traced (packed trials, each with its own rate; 0 then keeps every unit)."""
+    if isinstance(rate, (int, float)) and not rate:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, shape or x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
@@ -130,13 +135,16 @@ class Stack:
                 for _ in range(self.num_layers)]
 
     def apply(self, params, xs, carries=None, *, lengths=None, train=False, key=None,
-              dtype=None, time_major=False):
+              dtype=None, time_major=False, rates=None):
         """Run the stack on ``xs`` [B, T, I] (or [T, B, I] with ``time_major``).
 
         Returns ``(ys, carries)``: outputs [B, T, output_size] and the final carries, ready to
         pass back in for truncated BPTT. ``dtype`` (e.g. ``jnp.bfloat16``) casts the params,
-        inputs and carries for the computation.
+        inputs and carries for the computation. ``rates`` ({name in :data:`RATES`: value})
+        replaces those dropout rates by values that may be traced; which dropouts run at all
+        is still decided by the Stack's own (nonzero) rates.
         """
+        rate = {name: (rates or {}).get(name, getattr(self, name)) for name in RATES}
         first = params["layers"][0][self.directions[0]]
         expected = cells_lib.base.input_size_of(first)
         if xs.ndim != 3 or (expected is not None and xs.shape[-1] != expected):
@@ -161,7 +169,8 @@ class Stack:
         for layer, (p_layer, c_layer) in enumerate(zip(params["layers"], carries)):
             if train:
                 key, k_in, k_drop = jax.random.split(key, 3)
-                xs = dropout(k_in, xs, self.input_dropout, (1, B, xs.shape[-1]))
+                xs = dropout(k_in, xs, rate["input_dropout"] if self.input_dropout else 0,
+                             (1, B, xs.shape[-1]))
             outs, c_out = [], {}
             for d in self.directions:
                 rec_mask, zkey = None, None
@@ -174,7 +183,7 @@ class Stack:
                                 f"{self.cell.name!r} has no recurrent weights to apply recurrent "
                                 "(variational) dropout to")
                         ones = jnp.ones((B, c_layer[d][self.cell.recurrent_key].shape[-1]), xs.dtype)
-                        rec_mask = dropout(k_rec, ones, self.recurrent_dropout)
+                        rec_mask = dropout(k_rec, ones, rate["recurrent_dropout"])
                 c_out[d], ys = scan_over_time(
                     self.cell, p_layer[d], xs, c_layer[d], lengths=lengths, reverse=d == "bwd",
                     recurrent_mask=rec_mask, zoneout=self.zoneout_rates(), key=zkey, train=train,
@@ -183,7 +192,7 @@ class Stack:
                 outs.append(ys)
             xs = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
             if train and layer < self.num_layers - 1:
-                xs = dropout(k_drop, xs, self.dropout)
+                xs = dropout(k_drop, xs, rate["dropout"] if self.dropout else 0)
             new_carries.append(c_out)
         if not time_major:
             xs = jnp.swapaxes(xs, 0, 1)

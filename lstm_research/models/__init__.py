@@ -8,27 +8,41 @@ import jax
 import jax.numpy as jnp
 
 from lstm_research.errors import UserError
+from lstm_research.layers.stack import dropout
 from lstm_research.models.recurrent import (STACK_KNOBS, StackModule, compute_dtype,
                                             make_stack)
+
+
+class _Dropout(nn.Module):
+    """``nn.Dropout``'s draws (name it as flax names those: ``Dropout_<i>``, so that its rng
+    stream is the same) with a rate that may be traced (packed trials)."""
+
+    @nn.compact
+    def __call__(self, x, rate, deterministic: bool):
+        if deterministic or (isinstance(rate, (int, float)) and not rate):
+            return x
+        return dropout(self.make_rng("dropout"), x, rate)
 
 
 class LanguageModel(nn.Module):
     """Embedding -> dropout -> RNN stack (dropout between layers) -> dropout -> softmax, the
     model of Zaremba et al. 2014 (dropout on the non-recurrent connections only). With
     ``tie_embeddings`` the softmax reuses the embedding matrix (Press & Wolf 2017; needs the
-    top layer's output size to equal the embedding size)."""
+    top layer's output size to equal the embedding size). ``rates`` (packed trials): the
+    dropout rates as values, see :meth:`lstm_research.layers.Stack.apply`."""
     rnn: StackModule
     output_size: int
     embedding_size: int
     tie_embeddings: bool = False
 
     @nn.compact
-    def __call__(self, tokens, carries=None, lengths=None, train=False):
-        rate = self.rnn.stack.dropout
+    def __call__(self, tokens, carries=None, lengths=None, train=False, rates=None):
+        static = self.rnn.stack.dropout
+        rate = (rates or {}).get("dropout", static) if static else 0.0
         embed = nn.Embed(self.output_size, self.embedding_size, name="embed")
-        x = nn.Dropout(rate, deterministic=not train)(embed(tokens))
-        ys, carries = self.rnn(x, carries, lengths, train)
-        ys = nn.Dropout(rate, deterministic=not train)(ys)
+        x = _Dropout(name="Dropout_0")(embed(tokens), rate, not train)
+        ys, carries = self.rnn(x, carries, lengths, train, rates)
+        ys = _Dropout(name="Dropout_1")(ys, rate, not train)
         if self.tie_embeddings:
             logits = embed.attend(ys.astype(jnp.float32)) + self.param(
                 "softmax_bias", nn.initializers.zeros, (self.output_size,))
@@ -43,8 +57,8 @@ class SequenceToOne(nn.Module):
     output_size: int
 
     @nn.compact
-    def __call__(self, xs, carries=None, lengths=None, train=False):
-        ys, carries = self.rnn(xs, carries, lengths, train)
+    def __call__(self, xs, carries=None, lengths=None, train=False, rates=None):
+        ys, carries = self.rnn(xs, carries, lengths, train, rates)
         if lengths is None:
             last = ys[:, -1]
         else:
@@ -58,8 +72,8 @@ class PerStep(nn.Module):
     output_size: int
 
     @nn.compact
-    def __call__(self, xs, carries=None, lengths=None, train=False):
-        ys, carries = self.rnn(xs, carries, lengths, train)
+    def __call__(self, xs, carries=None, lengths=None, train=False, rates=None):
+        ys, carries = self.rnn(xs, carries, lengths, train, rates)
         return nn.Dense(self.output_size, name="head")(ys.astype(jnp.float32)), carries
 
 

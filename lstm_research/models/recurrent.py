@@ -55,12 +55,15 @@ def compute_dtype(name: str):
     return DTYPES[name]
 
 
-def stack_layer(module: nn.Module, stack: Stack, xs, carries, lengths, train: bool, dtype=None):
+def stack_layer(module: nn.Module, stack: Stack, xs, carries, lengths, train: bool, dtype=None,
+                rates=None):
     """Run ``stack`` inside the linen ``module``: its params are one param ``"stack"`` in the
-    Stack's own layout, dropout draws from the ``"dropout"`` rng stream."""
+    Stack's own layout, dropout draws from the ``"dropout"`` rng stream; ``rates``: see
+    :meth:`Stack.apply`."""
     params = module.param("stack", lambda key: stack.init(key, xs.shape[-1]))
     key = module.make_rng("dropout") if train and stack.stochastic else None
-    return stack.apply(params, xs, carries, lengths=lengths, train=train, key=key, dtype=dtype)
+    return stack.apply(params, xs, carries, lengths=lengths, train=train, key=key, dtype=dtype,
+                       rates=rates)
 
 
 class StackModule(nn.Module):
@@ -70,5 +73,5 @@ class StackModule(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, xs, carries=None, lengths=None, train: bool = False):
-        return stack_layer(self, self.stack, xs, carries, lengths, train, self.dtype)
+    def __call__(self, xs, carries=None, lengths=None, train: bool = False, rates=None):
+        return stack_layer(self, self.stack, xs, carries, lengths, train, self.dtype, rates)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from lstm_research.sweeps.spec import SweepSpec, SweepSpecError
 from lstm_research.sweeps.values import format_value
 
-__all__ = ["CELL_KEY", "check_spec", "load_trial_config"]
+__all__ = ["CELL_KEY", "apply_overrides", "check_spec", "load_trial_config"]
 
 #: The config key holding a cell string (validated with ``cells.get``).
 CELL_KEY = "model.cell"
@@ -78,13 +78,13 @@ def check_spec(spec: SweepSpec, cwd: Path | str) -> None:
     for key, flag in sources.items():
         _check_key(config, key, flag, ml_collections.ConfigDict)
     fixed = [f"--config.{k}={format_value(v)}" for k, v in spec.fixed.items()]
-    applied = _apply(config, fixed, "--set", spec.config)
+    applied = apply_overrides(config, fixed, "--set", spec.config)
     if CELL_KEY in spec.fixed:
         _check_cell(spec.fixed[CELL_KEY], applied, "--set")
     for key, values in _swept_values(spec):
         flag = sources[key]
         for value in values:
-            applied = _apply(config, [*fixed, f"--config.{key}={format_value(value)}"], flag, spec.config)
+            applied = apply_overrides(config, [*fixed, f"--config.{key}={format_value(value)}"], flag, spec.config)
             if key == CELL_KEY:
                 _check_cell(value, applied, flag)
 
@@ -146,7 +146,7 @@ def _flat_keys(node, prefix: str = "") -> list[str]:
     return out
 
 
-def _apply(config, overrides: list[str], flag: str, config_name: str):
+def apply_overrides(config, overrides: list[str], flag: str, config_name: str):
     """A copy of ``config`` with ``--config.k=v`` overrides applied as run.py's flags apply them."""
     from absl import flags
     from ml_collections import config_flags

@@ -29,6 +29,7 @@ from lstm_research.errors import UserError
 from lstm_research.sweeps.check import check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
+from lstm_research.sweeps.packs import Pack, plan_packs, write_pack
 from lstm_research.sweeps.results import write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
@@ -78,20 +79,31 @@ def _describe_returncode(rc: int | None) -> str:
 
 @dataclasses.dataclass
 class _Running:
+    """A launched trial, or a launched pack of trials (``pack``: its members share the process)."""
     trial: Trial
     handle: Any
     slot: int
     log_file: Any
     started: float
     terminated: bool = False
+    pack: Pack | None = None
+
+    @property
+    def id(self) -> str:
+        return self.pack.id if self.pack else self.trial.id
+
+    @property
+    def members(self) -> tuple[Trial, ...]:
+        return self.pack.trials if self.pack else (self.trial,)
 
 
 class _Sweep:
     """One run of a sweep: the queue, the slots, the signal handling."""
 
     def __init__(self, spec, sweep_dir, trials, *, parallel, launcher, entry, python, cwd, retry_failed,
-                 kill_timeout, env, progress):
+                 kill_timeout, env, progress, pack=None):
         self.spec, self.sweep_dir, self.trials = spec, sweep_dir, trials
+        self.pack = pack
         self.parallel, self.launcher = parallel, launcher
         self.entry, self.python, self.cwd = entry, python, cwd
         self.retry_failed, self.kill_timeout, self.env = retry_failed, kill_timeout, env
@@ -130,7 +142,39 @@ class _Sweep:
         write_json(path, st)
         return st
 
-    def _launch(self, trial: Trial, slot: int) -> _Running:
+    def _launch_pack(self, pack: Pack, slot: int) -> _Running:
+        """One ``run.py --pack=...`` process for the pack's members; each member's status.json
+        and log.txt say which pack runs it (the pack's output goes to its own log.txt)."""
+        commands, states = [], []
+        for t in pack.trials:
+            tdir = self._dir(t)
+            tdir.mkdir(parents=True, exist_ok=True)
+            st = read_json(tdir / STATUS_JSON) or {}
+            if st.get("status") == "running":
+                stop_stale_trial(st, tdir, self.kill_timeout)
+            commands.append(self.spec.command(t, str(tdir), python=self.python, entry=self.entry)[1:])
+            states.append(st)
+        path = write_pack(pack, self.sweep_dir, commands)
+        cmd = [self.python, self.entry, f"--pack={path}"]
+        log_file = open(path.parent / LOG_TXT, "a")  # noqa: SIM115 - closed in _finish
+        log_file.write(f"===== [sweep] started {now()}: {shlex.join(cmd)}\n")
+        log_file.flush()
+        handle, info = self.launcher.start(cmd, self.cwd, self.env, log_file, slot)
+        for t, st in zip(pack.trials, states):
+            attempt = int(st.get("attempts", 0)) + 1
+            with open(self._dir(t) / LOG_TXT, "a") as f:
+                f.write(f"===== [sweep] attempt {attempt} started {now()} in {pack.id} "
+                        f"(its output: {path.parent / LOG_TXT})\n")
+            for stale in ("pid", "job_id", "returncode", "ended", "error"):
+                st.pop(stale, None)
+            write_json(self._dir(t) / STATUS_JSON, {**st, "status": "running", "attempts": attempt,
+                                                     "command": cmd, "pack": pack.id, "started": now(),
+                                                     **info})
+        return _Running(pack.trials[0], handle, slot, log_file, time.time(), pack=pack)
+
+    def _launch(self, trial: Trial | Pack, slot: int) -> _Running:
+        if isinstance(trial, Pack):
+            return self._launch_pack(trial, slot)
         tdir = self._dir(trial)
         tdir.mkdir(parents=True, exist_ok=True)
         st = read_json(tdir / STATUS_JSON) or {}
@@ -148,48 +192,62 @@ class _Sweep:
                                          "started": now(), **info})
         return _Running(trial, handle, slot, log_file, time.time())
 
-    def _finish(self, run: _Running, rc: int | None, err: str | None) -> str:
+    def _finish(self, run: _Running, rc: int | None, err: str | None) -> dict[str, str]:
+        """Record the outcome of each trial the run held: {trial id: status}."""
         run.log_file.close()
-        tdir = self._dir(run.trial)
         fields: dict[str, Any] = {"returncode": rc, "ended": now(),
                                   "duration_s": round(time.time() - run.started, 3)}
+        lost = getattr(self.launcher, "lost", lambda _h: False)(run.handle)
+        if lost and not run.terminated:
+            # its worker died under it (killed, out of memory): rerunning the sweep resumes it
+            tqdm.write(f"[sweep] {run.id}: {err}; rerun the sweep to resume it from its checkpoint",
+                       file=sys.stderr)
+        log = Path(run.log_file.name)
+        return {t.id: self._finish_trial(t, run, rc, err, fields, lost, log) for t in run.members}
+
+    def _finish_trial(self, trial: Trial, run: _Running, rc, err, fields, lost, log: Path) -> str:
+        tdir = self._dir(trial)
         if trial_state(tdir)["status"] == "done":
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tdir / ERROR_TXT)
-            self._write_status(run.trial, status="done", error=None, **fields)
+            self._write_status(trial, status="done", error=None, **fields)
             return "done"
-        if run.terminated:
-            self._write_status(run.trial, status="interrupted", **fields)
+        failure = read_json(tdir / "pack_failure.json") if run.pack else None
+        if run.terminated and failure is None:
+            self._write_status(trial, status="interrupted", **fields)
             return "interrupted"
-        if getattr(self.launcher, "lost", lambda _h: False)(run.handle):
-            # its worker died under it (killed, out of memory): rerunning the sweep resumes it
-            tqdm.write(f"[sweep] {run.trial.id}: {err}; rerun the sweep to resume it from its checkpoint",
-                       file=sys.stderr)
-            self._write_status(run.trial, status="interrupted", error=err, **fields)
+        if lost and failure is None:
+            self._write_status(trial, status="interrupted", error=err, **fields)
             return "interrupted"
-        reason = err or _describe_returncode(rc)
-        tail = log_tail(tdir / LOG_TXT)
-        last = next((ln.strip() for ln in reversed(tail.splitlines())
-                     if ln.strip() and not ln.startswith("=====")), "")
-        st = self._write_status(run.trial, status="failed", error=f"{reason}: {last}" if last else reason,
+        tail = log_tail(log)
+        if failure is not None:  # diverged inside its pack; the others went on
+            reason, last = "diverged in its pack", str(failure.get("error", ""))
+        else:
+            reason = err or _describe_returncode(rc)
+            last = next((ln.strip() for ln in reversed(tail.splitlines())
+                         if ln.strip() and not ln.startswith("=====")), "")
+        st = self._write_status(trial, status="failed", error=f"{reason}: {last}" if last else reason,
                                 **fields)
         (tdir / ERROR_TXT).write_text(
-            f"trial: {run.trial.id}\nreturncode: {rc}\nreason: {reason}\nattempt: {st.get('attempts')}\n"
+            f"trial: {trial.id}\nreturncode: {rc}\nreason: {reason}\nattempt: {st.get('attempts')}\n"
             f"command: {shlex.join(st.get('command', []))}\n"
-            f"--- last {LOG_TAIL_LINES} lines of {LOG_TXT} ---\n{tail}\n")
+            f"--- last {LOG_TAIL_LINES} lines of {log} ---\n{tail}\n")
         return "failed"
 
     # -------------------------------------------------------------- main loop
 
     def run(self) -> SweepReport:
         states = {t.id: trial_state(self._dir(t))["status"] for t in self.trials}
-        queue = deque(t for t in self.spec.run_order(self.trials)
-                      if states[t.id] != "done" and (states[t.id] != "failed" or self.retry_failed))
+        todo = [t for t in self.spec.run_order(self.trials)
+                if states[t.id] != "done" and (states[t.id] != "failed" or self.retry_failed)]
+        units = plan_packs(self.spec, self.sweep_dir, todo, self.pack, self.cwd) if self.pack else todo
+        queue = deque(units)
         done = sum(s == "done" for s in states.values())
         failed = sum(s == "failed" for s in states.values())
         skipped_failed = 0 if self.retry_failed else failed
         failed = skipped_failed
-        msg = (f"[sweep] {self.sweep_dir}: {len(self.trials)} trials, {done} done, {len(queue)} to run"
+        msg = (f"[sweep] {self.sweep_dir}: {len(self.trials)} trials, {done} done, {len(todo)} to run"
+               + (f" in {len(units)} packs of up to {self.pack}" if self.pack else "")
                + (f", {skipped_failed} failed (not rerun; pass --retry_failed)" if skipped_failed else ""))
         tqdm.write(msg, file=sys.stderr)
         running: dict[str, _Running] = {}
@@ -202,19 +260,20 @@ class _Sweep:
 
         def finish(run: _Running, rc, err):
             nonlocal done, failed
-            status = self._finish(run, rc, err)
-            states[run.trial.id] = status
-            del running[run.trial.id]
+            statuses = self._finish(run, rc, err)
+            del running[run.id]
             free_slots.append(run.slot)
             free_slots.sort()
-            if status in ("done", "failed"):
-                done += status == "done"
-                failed += status == "failed"
-                bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=False)
-                bar.update(1)
-            if status == "failed":
-                tqdm.write(f"[sweep] {run.trial.id} failed ({read_json(self._dir(run.trial) / STATUS_JSON)['error']});"
-                           f" see {self._dir(run.trial) / ERROR_TXT}", file=sys.stderr)
+            for trial in run.members:
+                status = states[trial.id] = statuses[trial.id]
+                if status in ("done", "failed"):
+                    done += status == "done"
+                    failed += status == "failed"
+                    bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=False)
+                    bar.update(1)
+                if status == "failed":
+                    tqdm.write(f"[sweep] {trial.id} failed ({read_json(self._dir(trial) / STATUS_JSON)['error']});"
+                               f" see {self._dir(trial) / ERROR_TXT}", file=sys.stderr)
             postfix()
 
         postfix()
@@ -223,9 +282,10 @@ class _Sweep:
             try:
                 while (queue or running) and self.stop_signal is None:
                     while queue and free_slots and self.stop_signal is None:
-                        trial = queue.popleft()
-                        running[trial.id] = self._launch(trial, free_slots.pop(0))
-                        states[trial.id] = "running"
+                        run = self._launch(queue.popleft(), free_slots.pop(0))
+                        running[run.id] = run
+                        for trial in run.members:
+                            states[trial.id] = "running"
                         postfix()
                     if time.time() - last_poll >= self.launcher.poll_interval:
                         last_poll = time.time()
@@ -284,6 +344,7 @@ def run_sweep(
     submitit_options: SubmititOptions | None = None,
     env: Mapping[str, str] | None = None,
     workers: WorkerOptions | None = None,
+    pack: int | None = None,
     progress: bool = True,
     write_results: bool = True,
 ) -> SweepReport:
@@ -295,6 +356,8 @@ def run_sweep(
       entry, python, cwd: each trial runs ``python entry --config=... --config.k=v ... --workdir=DIR``
         in ``cwd`` (default: the repo root).
       gpus: local executor only: device ids handed out round-robin per slot via CUDA_VISIBLE_DEVICES.
+      pack: train up to this many trials that share a compiled program in one process, as one
+        vmapped program (``run.py --pack``; see :mod:`lstm_research.sweeps.packs`).
       env: extra environment variables for the trials. With ``parallel > 1`` the local executor also sets
         ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (unless set) so JAX trials can share a GPU.
     """
@@ -313,6 +376,8 @@ def run_sweep(
         if float(workers.max_rss_gb) <= 0:
             raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {workers.max_rss_gb:g}")
         parallel = int(workers.workers)
+    if pack is not None and int(pack) < 1:
+        raise UserError(f"--pack must be >= 1 (trials per program), got {pack}")
     if float(kill_timeout) < 0:
         raise UserError(f"--kill_timeout must be >= 0 seconds, got {kill_timeout}")
     sweep_dir = Path(sweep_dir).resolve()
@@ -325,6 +390,8 @@ def run_sweep(
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UserError(f"--sweep_dir {sweep_dir} is a file; pass a directory")
     check_spec(spec, cwd)  # every key and value against the trial config, before anything is written
+    if pack:  # trials that cannot share a program are refused before anything is written too
+        plan_packs(spec, sweep_dir, spec.run_order(spec.expand()), int(pack), cwd)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if executor == "local" and int(parallel) > 1:
         full_env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -342,7 +409,8 @@ def run_sweep(
                                         submitit_options or SubmititOptions(), kill_timeout)
         sweep = _Sweep(spec, sweep_dir, trials, parallel=int(parallel), launcher=launcher, entry=str(entry),
                        python=python or sys.executable, cwd=cwd, retry_failed=retry_failed,
-                       kill_timeout=float(kill_timeout), env=full_env, progress=progress)
+                       kill_timeout=float(kill_timeout), env=full_env, progress=progress,
+                       pack=int(pack) if pack else None)
         try:
             report = sweep.run()
         finally:

@@ -7,8 +7,8 @@ One-way layout, lowest first:
   :mod:`.batches` (time padding), :mod:`.results` (eval sums, ``result.json``, summary line),
   :mod:`.steps` (task at the global batch, model forward pass, train/eval steps, init state),
   and :mod:`.checkpoint`, :mod:`.reporting`;
-* :mod:`.vmap` (``VmapTrainer``: K trials in one program) and :mod:`.loop` (``Trainer``, and
-  ``train_and_evaluate``, which dispatches to one of them).
+* :mod:`.loop` (``Trainer``, ``train_and_evaluate``: one run) and :mod:`.pack`
+  (``PackTrainer``: K trials in one vmapped program, ``experiments/sweep.py --pack K``).
 """
 from lstm_research.training.config import base_config
 from lstm_research.training.loop import Trainer, train_and_evaluate

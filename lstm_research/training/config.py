@@ -52,8 +52,6 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         checkpoint_every=0,     # extra checkpoints between evaluations (steps); 0 = at evals
         checkpoint_secs=0.0,    # >0: at evaluations, save only if this long since the last save
         gate_stats=False,       # evaluations also report gate statistics (training.diagnostics)
-        vmap_trials=0,          # train K copies (seeds / lrs) in one program; see training.vmap
-        vmap_lrs="",            # comma-separated learning rates for the K copies
     ))
     c.parallel = ml_collections.ConfigDict(dict(
         batch_per_device=0,     # 0: task.batch_size is the global batch

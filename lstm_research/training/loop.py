@@ -327,12 +327,5 @@ def _last_good(ckpt, workdir) -> str:
 
 
 def train_and_evaluate(config, workdir, overwrite=False, progress=True) -> dict:
-    """One run, or K vmapped trials when ``train.vmap_trials`` / ``train.vmap_lrs`` is set."""
-    if config.train.vmap_trials or config.train.vmap_lrs:
-        from lstm_research.training.vmap import VmapTrainer
-        done = Path(workdir) / "result.json"
-        if done.exists():
-            return json.loads(done.read_text())
-        return {"status": "done", "vmap_trials": VmapTrainer(config, workdir, overwrite,
-                                                             progress).run()}
+    """One run (K trials in one program: :mod:`lstm_research.training.pack`)."""
     return Trainer(config, workdir, overwrite, progress).run()

@@ -97,12 +97,13 @@ class Reporter:
     ``resume_step``: records after it are dropped (they are recomputed); ``train_logged(step)``
     says whether a training record at ``step`` belongs to the run as configured now (a run
     extended past its old last step drops the record of that step when the longer run would not
-    log there); ``loss_metric``: see :func:`loss_metric`."""
+    log there); ``loss_metric``: see :func:`loss_metric`; ``console=False``: files only (the
+    trials of a pack share one console)."""
 
     def __init__(self, workdir: Path, is_main: bool = True, resume_step: int = 0, *,
                  train_logged: Callable[[int], bool] | None = None,
-                 loss_metric: str | None = None):
-        self.is_main = is_main
+                 loss_metric: str | None = None, console: bool = True):
+        self.is_main, self.console = is_main, console
         self.path = Path(workdir) / "metrics.jsonl"
         self.bar, self.tb, self._postfix = None, None, {}
         self.loss_tag = f"{loss_metric}/train" if loss_metric else "loss/train"
@@ -166,7 +167,7 @@ class Reporter:
             self.bar.n = step
             self.bar.set_postfix(self._postfix, refresh=False)
             self.bar.update(0)
-        elif self.heartbeat > 0 and now - self._beat_at[0] >= self.heartbeat:
+        elif self.console and self.heartbeat > 0 and now - self._beat_at[0] >= self.heartbeat:
             self._beat(step, values["loss"], now)
 
     def _beat(self, step, loss, now):
@@ -208,7 +209,7 @@ class Reporter:
         self.tb.flush()
 
     def message(self, text):
-        if self.is_main:
+        if self.is_main and self.console:
             (self.bar.write if self.bar is not None else print)(text)
 
     def end(self):

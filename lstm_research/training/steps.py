@@ -2,7 +2,7 @@
 training, the model's forward pass, the train and eval steps, and the initial state.
 
 Both trainers build on these: :class:`~lstm_research.training.loop.Trainer` jit-compiles the
-steps for one run, :class:`~lstm_research.training.vmap.VmapTrainer` vmaps the same steps over
+steps for one run, :class:`~lstm_research.training.pack.PackTrainer` vmaps the same steps over
 K trials. Everything here is pure or builds pure functions.
 """
 from __future__ import annotations
@@ -40,15 +40,18 @@ def run_length(train_config, task) -> tuple[int, int]:
 
 
 def make_apply(model, task, noisy: bool):
-    """``apply(params, batch, carries, train, key, input_noise=None) -> (outputs, carries)``:
-    the model's forward pass. With ``noisy`` (``train.input_noise > 0``) training adds Gaussian
-    noise of std ``input_noise`` (a traced scalar: one program serves every std) to the inputs."""
-    def apply(params, batch, carries, train, key, input_noise=None):
+    """``apply(params, batch, carries, train, key, input_noise=None, rates=None) -> (outputs,
+    carries)``: the model's forward pass. With ``noisy`` (``train.input_noise > 0``) training
+    adds Gaussian noise of std ``input_noise`` (a traced scalar: one program serves every std) to
+    the inputs; ``rates`` (packed trials) gives the dropout rates as values
+    (:meth:`lstm_research.layers.Stack.apply`)."""
+    def apply(params, batch, carries, train, key, input_noise=None, rates=None):
         x = batch["x"]
         if train and noisy and not task.token_inputs:
             x = x + input_noise * jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
+        extra = {"rates": rates} if rates is not None else {}
         return model.apply({"params": params}, x, carries, batch.get("lengths"),
-                           train=train, rngs={"dropout": key} if train else None)
+                           train=train, rngs={"dropout": key} if train else None, **extra)
     return apply
 
 
@@ -56,15 +59,19 @@ def make_steps(apply, task, train_config, gate_apply=None):
     """The (unjitted) ``train_step(params, opt_state, batch, carries, key, hyper)`` and
     ``eval_step(params, batch, carries)``. ``hyper`` is
     :func:`~lstm_research.training.optim.runtime_hyperparams` (learning rate, momentum, input
-    noise): inputs of the compiled step, not constants in it. With ``gate_apply``
+    noise), plus for packed trials ``grad_mask`` (a params-shaped 0/1 tree multiplying the
+    gradients) and ``dropout_rates`` (see :func:`make_apply`): inputs of the compiled step, not constants in it. With ``gate_apply``
     (:func:`lstm_research.training.diagnostics.eval_with_gates`) the eval step runs through it
     and its sums also hold the gate statistics' sums."""
     def train_step(params, opt_state, batch, carries, key, hyper):
         def loss_fn(p):
-            out, new_carries = apply(p, batch, carries, True, key, hyper["input_noise"])
+            out, new_carries = apply(p, batch, carries, True, key, hyper["input_noise"],
+                                     hyper.get("dropout_rates"))
             loss, _ = task.loss(out, batch)
             return loss, new_carries
         (loss, new_carries), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        if "grad_mask" in hyper:  # a packed trial narrower than its pack (training.pack)
+            grads = jax.tree.map(lambda g, m: g * m, grads, hyper["grad_mask"])
         opt_state = optim.set_learning_rate(opt_state, hyper["lr"])
         tx = optim.build_optimizer(train_config, momentum=hyper["momentum"])
         updates, opt_state = tx.update(grads, opt_state, params)

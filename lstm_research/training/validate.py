@@ -149,20 +149,8 @@ def check_train(train, task_name=None) -> list[str]:
     _int(problems, "train.patience", train.patience, 0, what=">= 0 (0 = off)")
     _int(problems, "train.checkpoint_every", train.checkpoint_every, 0)
     _num(problems, "train.checkpoint_secs", train.checkpoint_secs, 0)
-    _int(problems, "train.vmap_trials", train.vmap_trials, 0)
-    if train.get("gate_stats") and (train.vmap_trials or train.vmap_lrs):
-        problems.append("train.gate_stats=True is not supported with train.vmap_trials / "
-                        "train.vmap_lrs (vmapped trials evaluate without gate statistics)")
     if train.target is not None:
         _num(problems, "train.target", train.target)
-    if train.vmap_lrs:
-        try:
-            lrs = [float(s) for s in str(train.vmap_lrs).split(",")]
-        except ValueError:
-            lrs = [float("nan")]
-        if not all(math.isfinite(v) and v > 0 for v in lrs):
-            problems.append(f"train.vmap_lrs={train.vmap_lrs!r} must be comma-separated "
-                            "positive numbers")
     return problems
 
 
