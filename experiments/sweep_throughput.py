@@ -10,6 +10,8 @@ one vmapped program), each in a fresh temporary sweep dir, and reports:
 
 * trial-epochs per hour (validation included) of each mode, their ratio, and the projected time
   of the full study (1800 trials x 60 epochs);
+* per width, with ``packed``: a pack of K trials of that width in this process (its epoch time
+  against K epochs of one trial: whether packing pays, without the padding to the widest);
 * per width (20, 63, 200), in this process after a warm-up (as in a worker: imports, data and
   compiled programs already there): the time of an epoch (training + validation), the update time
   per training sequence (epoch time / training sequences, validation included), and the fixed cost
@@ -119,6 +121,39 @@ def time_widths(widths, root: Path, extra: int) -> dict:
     return out
 
 
+def time_packs(widths, k: int, root: Path, extra: int, per_width: dict) -> dict:
+    """Per width, in this process: K trials of that width (their own seed, learning rate, momentum
+    and input noise) as one pack: the pack's epoch time, its fixed cost, and the speedup over K
+    epochs of one trial at that width (``per_width``); above 1, packing pays."""
+    import run
+    from lstm_research.training.pack import PackTrainer
+
+    def pack_time(w, epochs, name):
+        configs, dirs = [], []
+        for j in range(k):
+            lr, one_minus, noise = 10 ** (-3 - j % 3 * 0.5), 0.05 + 0.1 * (j % 4), 0.1 * (j % 5)
+            _, c = run.parse_command_line([
+                "run.py", f"--config={CONFIG}", f"--config.model.hidden_size={w}", f"--config.seed={j}",
+                f"--config.train.epochs={epochs}", "--config.train.patience=0", f"--config.lr={lr}",
+                f"--config.one_minus_momentum={one_minus}", f"--config.train.input_noise={noise}"])
+            configs.append(c)
+            dirs.append(root / f"{name}_{w}" / f"t{j}")
+        t0 = time.perf_counter()
+        PackTrainer(configs, dirs, root / f"{name}_{w}" / "pack", progress=False).run()
+        return time.perf_counter() - t0
+
+    out = {}
+    for w in widths:
+        pack_time(w, 1, "pwarm")
+        t1, t2 = pack_time(w, 1, "p1"), pack_time(w, 1 + extra, "p2")
+        epoch = (t2 - t1) / extra
+        single = per_width[str(w)]["epoch_s"]
+        out[str(w)] = {"pack_epoch_s": round(epoch, 4), "per_trial_epoch_s": round(epoch / k, 4),
+                       "fixed_cost_per_pack_s": round(t1 - epoch, 3),
+                       "speedup_vs_one_trial_at_a_time": round(k * single / epoch, 3)}
+    return out
+
+
 def mean_epoch_s(per_width: dict, draws: int, seed: int) -> float:
     """Mean epoch time over widths drawn log-uniform in [20, 200], interpolating the measured
     widths log-log."""
@@ -129,18 +164,41 @@ def mean_epoch_s(per_width: dict, draws: int, seed: int) -> float:
     return float(np.mean(np.exp(np.interp(np.log(draws_w), np.log(ws), np.log(ts)))))
 
 
+def packed_study_s(per_width: dict, packed: dict, k: int, epochs: int, seed: int) -> float:
+    """Seconds of packs (one at a time) for 1800 trials of ``epochs`` epochs: 9 variants x 200
+    widths drawn log-uniform in [20, 200], packed as the sweep packs them (sorted by width within
+    windows of 4 packs), each pack costing its fixed cost plus ``epochs`` pack epochs at its
+    widest member's width (interpolated log-log between the measured widths)."""
+    import numpy as np
+
+    from lstm_research.sweeps.packs import SORT_WINDOW
+    ws = np.array(sorted(int(w) for w in packed), float)
+    epoch = np.array([packed[str(int(w))]["pack_epoch_s"] for w in ws])
+    fixed = np.mean([packed[str(int(w))]["fixed_cost_per_pack_s"] for w in ws])
+    rng, total = np.random.default_rng(seed), 0.0
+    for _ in range(9):
+        draws = np.exp(rng.uniform(np.log(20), np.log(200), 200))
+        for w in range(0, 200, SORT_WINDOW * k):
+            window = np.sort(draws[w:w + SORT_WINDOW * k])
+            for i in range(0, len(window), k):
+                widest = window[i:i + k].max()
+                total += fixed + epochs * float(np.exp(np.interp(np.log(widest), np.log(ws), np.log(epoch))))
+    return total
+
+
 def project(report: dict, args) -> dict:
     """Hours for 1800 trials of E epochs, per mode: the measured mean trial duration (its fixed
     cost and E_bench epochs) plus (E - E_bench) epochs at the mean epoch time over drawn widths,
-    P trials at a time; for packs, the measured trial-epochs per hour (fixed costs included)."""
+    P trials at a time; for packs, :func:`packed_study_s`, P packs at a time."""
     epoch = mean_epoch_s(report["per_width"], args.draws, args.sweep_seed)
     out = {}
     for e in STUDY_EPOCHS:
         out[str(e)] = {m: round(1800 * (r["mean_trial_duration_s"] + (e - args.epochs) * epoch)
                                 / args.parallel / 3600, 2)
                        for m, r in report["modes"].items() if m != "packed"}
-        if "packed" in report["modes"]:  # a pack's epochs are not those of one trial: its measured rate
-            out[str(e)]["packed"] = round(1800 * e / report["modes"]["packed"]["trial_epochs_per_hour"], 2)
+        if "packed_per_width" in report:
+            out[str(e)]["packed"] = round(packed_study_s(report["per_width"], report["packed_per_width"],
+                                                         args.pack, e, args.sweep_seed) / args.parallel / 3600, 2)
     return out
 
 
@@ -182,7 +240,11 @@ def main(argv=None) -> int:
             report["packed_vs_workers"] = round(m["packed"]["trial_epochs_per_hour"]
                                                 / m["workers"]["trial_epochs_per_hour"], 3)
             print(f"packed (K={args.pack}) / workers: {report['packed_vs_workers']:.2f}x")
-        report["per_width"] = time_widths([int(w) for w in args.widths.split(",")], root, args.timing_epochs)
+        widths = [int(w) for w in args.widths.split(",")]
+        report["per_width"] = time_widths(widths, root, args.timing_epochs)
+        if "packed" in m:
+            report["packed_per_width"] = time_packs(widths, args.pack, root, args.timing_epochs,
+                                                    report["per_width"])
         report["projection"] = project(report, args)
         for e, h in report["projection"].items():
             print(f"projected full study (1800 trials x {e} epochs, {args.parallel} at a time): "
@@ -190,6 +252,10 @@ def main(argv=None) -> int:
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
+        for w, r in report.get("packed_per_width", {}).items():
+            print(f"width {w:>3}, pack of {args.pack}: epoch {r['pack_epoch_s']:.3f}s "
+                  f"({r['per_trial_epoch_s']:.3f}s per trial), fixed cost per pack {r['fixed_cost_per_pack_s']:.2f}s, "
+                  f"{r['speedup_vs_one_trial_at_a_time']:.2f}x one trial at a time")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -5,7 +5,8 @@ A pack is K trials trained in one vmapped program by ``run.py --pack=PACK_JSON``
 program (:func:`lstm_research.training.pack.program_key`: the swept keys that may differ inside
 a pack are the seed, optimizer hyperparameters, input noise, initial gate biases and, for
 LSTM-family cells, the width), keeping the sweep's run order, and cuts each group into packs of
-at most K. Packs of an earlier run whose trials are all still unfinished are kept as they were,
+at most K: within each window of :data:`SORT_WINDOW` x K trials (in run order) the trials are
+sorted by width first, since a pack computes every member at its widest member's width. Packs of an earlier run whose trials are all still unfinished are kept as they were,
 so a rerun resumes them from their stacked checkpoints.
 
 Layout: ``SWEEP_DIR/_packs/<pack id>/`` holds ``pack.json`` (the members' ids and ``run.py``
@@ -30,6 +31,7 @@ __all__ = ["PACKS_DIR", "Pack", "plan_packs", "write_pack"]
 
 PACKS_DIR = "_packs"
 PACK_JSON = "pack.json"
+SORT_WINDOW = 4  # packs formed by width out of this many packs' worth of trials
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +89,13 @@ def plan_packs(spec: SweepSpec, sweep_dir: Path, trials: Sequence[Trial], k: int
         raise UserError(f"--pack {k}: no two trials of this sweep can share a program"
                         + (f": {why}" if why else ""))
     for group in groups.values():
-        for i in range(0, len(group), k):
-            chunk = group[i:i + k]
-            packs.append(Pack(_pack_id(chunk), tuple(chunk)))
+        # a pack computes every member at its widest member's width: within each window of
+        # SORT_WINDOW packs (in launch order) the trials are packed by width
+        for w in range(0, len(group), SORT_WINDOW * k):
+            window = sorted(group[w:w + SORT_WINDOW * k], key=lambda t: configs[t.id].model.hidden_size)
+            for i in range(0, len(window), k):
+                chunk = window[i:i + k]
+                packs.append(Pack(_pack_id(chunk), tuple(chunk)))
     order = {t.id: i for i, t in enumerate(trials)}
     return sorted(packs, key=lambda p: min(order[t.id] for t in p.trials))
 

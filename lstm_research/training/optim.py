@@ -15,17 +15,22 @@ SCHEDULES = ("constant", "zaremba", "plateau", "cosine")
 INITS = ("default", "uniform", "glorot")
 
 
-def build_optimizer(cfg, momentum=None) -> optax.GradientTransformation:
+def build_optimizer(cfg, momentum=None, clip_norm=None,
+                    weight_decay=None) -> optax.GradientTransformation:
     """optax chain: global-norm clipping, then the optimizer with an injectable learning rate
     (the loop sets it every step from the schedule, so it lives in the optimizer state).
 
     ``momentum`` overrides ``cfg.momentum``: the train step passes it as a traced scalar
     (:func:`runtime_hyperparams`), so that one compiled program serves every momentum. The
-    optimizer state does not depend on it."""
+    optimizer state does not depend on it. ``clip_norm`` and ``weight_decay`` likewise override
+    the config's values (packed trials, each with its own): whether clipping and weight decay
+    are in the chain at all is still decided by the config's (nonzero) values; a trial that has
+    none passes an infinite norm and a decay of 0, which change nothing."""
     name = cfg.optimizer
     if name not in OPTIMIZERS:
         raise UserError(f"train.optimizer={name!r}; valid: {', '.join(OPTIMIZERS)}")
     momentum = cfg.momentum if momentum is None else momentum
+    decay = cfg.weight_decay if weight_decay is None else weight_decay
 
     def make(learning_rate):
         if name == "sgd":
@@ -33,13 +38,14 @@ def build_optimizer(cfg, momentum=None) -> optax.GradientTransformation:
         if name in ("momentum", "nesterov"):
             return optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
         if name == "adam":
-            return optax.adamw(learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+            return optax.adamw(learning_rate, weight_decay=decay) if cfg.weight_decay \
                 else optax.adam(learning_rate)
         return optax.rmsprop(learning_rate, momentum=momentum)
 
-    parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    clip = cfg.clip_norm if clip_norm is None else clip_norm
+    parts = [optax.clip_by_global_norm(clip)] if cfg.clip_norm else []
     if cfg.weight_decay and name != "adam":
-        parts.append(optax.add_decayed_weights(cfg.weight_decay))
+        parts.append(optax.add_decayed_weights(decay))
     parts.append(optax.inject_hyperparams(make)(learning_rate=cfg.lr))
     return optax.chain(*parts)
 

@@ -2,10 +2,12 @@
 
 A pack trains trials that share a compiled program: their configs may differ only in
 
-* ``seed`` (init, data order, noise keys), the optimizer's ``train.lr``, ``train.momentum``
-  and learning-rate schedule knobs, ``train.input_noise`` (all inputs of the compiled step, see
-  :func:`lstm_research.training.optim.runtime_hyperparams`), ``train.init_scale``, and the
-  stopping rules ``train.patience`` and ``train.target`` (:data:`PACKABLE_TRAIN`);
+* ``seed`` (init, data order, noise keys), the optimizer's hyperparameters ``train.lr``,
+  ``train.momentum``, ``train.weight_decay``, ``train.clip_norm`` and the learning-rate
+  schedule, ``train.input_noise`` (inputs of the compiled step, or computed on the host per
+  trial), the init scheme ``train.init``/``train.init_scale``, and the stopping rules
+  ``train.patience`` and ``train.target`` (:data:`PACKABLE_TRAIN`); the optimizer's kind
+  (``train.optimizer``) changes the program;
 * the initial gate biases of the cell string (``vanilla:forget_bias=1``; :data:`INIT_SWITCHES`);
 * the dropout rates ``model.dropout``, ``model.input_dropout``, ``model.recurrent_dropout``
   (inputs of the compiled step: the pack's program runs each dropout some trial uses, a trial
@@ -46,6 +48,7 @@ import numpy as np
 from lstm_research import cells as cells_lib
 from lstm_research import models
 from lstm_research.errors import UserError
+from lstm_research.layers import fused
 from lstm_research.layers.stack import RATES
 from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time, pad_time_at_least, pad_to_longest
@@ -55,11 +58,13 @@ from lstm_research.training.results import merge_eval_sums, run_result, summary_
 from lstm_research.training.workdir import prepare_workdir
 
 #: train.* keys that may differ within a pack (host-side, or inputs of the compiled step)
-PACKABLE_TRAIN = ("lr", "momentum", "input_noise", "init_scale", "patience", "target",
-                  "decay_factor", "decay_after_epochs", "plateau_patience")
+PACKABLE_TRAIN = ("lr", "momentum", "input_noise", "weight_decay", "clip_norm", "schedule",
+                  "decay_factor", "decay_after_epochs", "plateau_patience", "init", "init_scale",
+                  "patience", "target")
 #: cell switches that only set initial values (a pack may mix them)
 INIT_SWITCHES = ("forget_bias", "input_bias", "output_bias")
 WIDTH_KEY = "model.hidden_size"
+AXIS = "pack"  # the vmapped axis of the trials
 FAILURE_JSON = "pack_failure.json"
 
 
@@ -184,6 +189,8 @@ class PackTrainer:
             template.model.hidden_size = self.Hp
             for k in RATES:  # the program runs every dropout some trial uses
                 template.model[k] = max(c.model[k] for c in self.configs)
+            for k in ("clip_norm", "weight_decay"):  # ... and clips and decays if some trial does
+                template.train[k] = max(c.train[k] for c in self.configs)
         self.template, task = template, self.tasks[0]
         self.model = models.build(template.model, task)
         self.total_steps, self.eval_every = steps.run_length(template.train, task)
@@ -196,13 +203,18 @@ class PackTrainer:
         keyed = steps.keyed_by_step(train_step)
 
         def pack_step(params, opt_state, batch, carries, base_key, step, hyper, active):
-            p, o, c, m = keyed(params, opt_state, batch, carries, base_key, step, hyper)
+            with fused.shared_trip_count(AXIS):
+                p, o, c, m = keyed(params, opt_state, batch, carries, base_key, step, hyper)
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
             return keep(p, params), keep(o, opt_state), c, m
 
-        self.train_step = jax.jit(jax.vmap(pack_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0)),
-                                  donate_argnums=(0, 1))
-        self.eval_step = jax.jit(jax.vmap(eval_step))
+        def pack_eval(params, batch, carries):
+            with fused.shared_trip_count(AXIS):
+                return eval_step(params, batch, carries)
+
+        self.train_step = jax.jit(jax.vmap(pack_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0),
+                                           axis_name=AXIS), donate_argnums=(0, 1))
+        self.eval_step = jax.jit(jax.vmap(pack_eval, axis_name=AXIS))
         self._finite = jax.jit(jax.vmap(lambda t: jnp.all(jnp.stack(
             [jnp.isfinite(x).all() for x in jax.tree.leaves(t)]))))
         for c, w in zip(self.configs, self.workdirs):
@@ -333,6 +345,12 @@ class PackTrainer:
         streams = [t.train_batches(meta["step"]) for t in self.tasks]
         fixed = _stack([optim.runtime_hyperparams(c.train, c.train.lr) for c in self.configs])
         fixed["grad_mask"] = self.masks
+        if self.template.train.clip_norm:  # a trial without clipping: an infinite norm
+            fixed["clip_norm"] = np.asarray([c.train.clip_norm or np.inf for c in self.configs],
+                                            np.float32)
+        if self.template.train.weight_decay:
+            fixed["weight_decay"] = np.asarray([c.train.weight_decay for c in self.configs],
+                                               np.float32)
         if any(self.template.model[k] for k in RATES):
             fixed["dropout_rates"] = {k: np.asarray([c.model[k] for c in self.configs], np.float32)
                                       for k in RATES}

@@ -60,7 +60,9 @@ def make_steps(apply, task, train_config, gate_apply=None):
     ``eval_step(params, batch, carries)``. ``hyper`` is
     :func:`~lstm_research.training.optim.runtime_hyperparams` (learning rate, momentum, input
     noise), plus for packed trials ``grad_mask`` (a params-shaped 0/1 tree multiplying the
-    gradients) and ``dropout_rates`` (see :func:`make_apply`): inputs of the compiled step, not constants in it. With ``gate_apply``
+    gradients), ``dropout_rates`` (see :func:`make_apply`), ``clip_norm`` and ``weight_decay``
+    (see :func:`~lstm_research.training.optim.build_optimizer`): inputs of the compiled step,
+    not constants in it. With ``gate_apply``
     (:func:`lstm_research.training.diagnostics.eval_with_gates`) the eval step runs through it
     and its sums also hold the gate statistics' sums."""
     def train_step(params, opt_state, batch, carries, key, hyper):
@@ -73,7 +75,9 @@ def make_steps(apply, task, train_config, gate_apply=None):
         if "grad_mask" in hyper:  # a packed trial narrower than its pack (training.pack)
             grads = jax.tree.map(lambda g, m: g * m, grads, hyper["grad_mask"])
         opt_state = optim.set_learning_rate(opt_state, hyper["lr"])
-        tx = optim.build_optimizer(train_config, momentum=hyper["momentum"])
+        tx = optim.build_optimizer(train_config, momentum=hyper["momentum"],
+                                   clip_norm=hyper.get("clip_norm"),
+                                   weight_decay=hyper.get("weight_decay"))
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         carries_out = jax.lax.stop_gradient(new_carries) if task.stateful else None
