@@ -118,6 +118,32 @@ def initial_meta() -> dict:
             "plateau_scale": 1.0, "plateau_bad": 0, "wall_time": 0.0, "stopped": None}
 
 
+_INIT_PROGRAMS: dict = {}  # compiled init programs of this process, by what decides them
+_INIT_PROGRAMS_KEPT = 64
+
+
+def _init_program(config, init, args):
+    """The compiled ``init`` of ``config``'s model for ``args``, compiled once per process for
+    every model, init scheme, task and shape (the trials of a pack, or a worker's trials of one
+    width, differ only in the keys they pass)."""
+    key = (config.model.to_json_best_effort(), config.task.to_json_best_effort(),
+           config.train.init, config.train.init_scale,
+           tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+    program = _INIT_PROGRAMS.get(key)
+    if program is None:
+        # one compiled program: run eagerly, init compiled dozens of small per-shape programs
+        # (about 3 s for every new width). It runs once, so on CPU it is compiled without LLVM's
+        # optimizations: about 1 s instead of 2 s per new width (other bits of the same
+        # distributions than an optimized compile gives: transcendentals are vectorized
+        # differently)
+        options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+        program = jax.jit(init).lower(*args).compile(compiler_options=options)
+        if len(_INIT_PROGRAMS) >= _INIT_PROGRAMS_KEPT:
+            _INIT_PROGRAMS.pop(next(iter(_INIT_PROGRAMS)))
+        _INIT_PROGRAMS[key] = program
+    return program
+
+
 def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     """Initial params (seeded by ``config.seed``), optimizer state and zero carries."""
     key = jax.random.key(config.seed)
@@ -128,13 +154,8 @@ def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     def init(k_init, k_reinit, x, lengths):
         variables = model.init(k_init, x, None, lengths)
         return optim.initialize(config.train, variables["params"], k_reinit)
-    # one compiled program: run eagerly, init compiled dozens of small per-shape programs (about
-    # 3 s for every new width). It runs once, so on CPU it is compiled without LLVM's
-    # optimizations: about 1 s instead of 2 s per new width (other bits of the same
-    # distributions than an optimized compile gives: transcendentals are vectorized differently)
     args = (k_init, k_reinit, batch["x"], batch.get("lengths"))
-    options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-    params = jax.jit(init).lower(*args).compile(compiler_options=options)(*args)
+    params = _init_program(config, init, args)(*args)
     params = parallel.shard_params(mesh, params)
     opt_state = parallel.shard_params(mesh, tx.init(params))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
