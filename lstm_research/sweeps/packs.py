@@ -23,11 +23,12 @@ from typing import Sequence
 
 from lstm_research.errors import UserError
 from lstm_research.sweeps.check import apply_overrides, load_trial_config
+from lstm_research.sweeps.local import stop_stale_trial
 from lstm_research.sweeps.spec import SweepSpec, Trial
-from lstm_research.sweeps.sweepdir import read_json, write_json
+from lstm_research.sweeps.sweepdir import LOG_TXT, STATUS_JSON, now, read_json, write_json
 from lstm_research.sweeps.values import format_value
 
-__all__ = ["PACKS_DIR", "Pack", "plan_packs", "write_pack"]
+__all__ = ["PACKS_DIR", "Pack", "mark_running", "plan_packs", "prepare_pack", "write_pack"]
 
 PACKS_DIR = "_packs"
 PACK_JSON = "pack.json"
@@ -98,6 +99,39 @@ def plan_packs(spec: SweepSpec, sweep_dir: Path, trials: Sequence[Trial], k: int
                 packs.append(Pack(_pack_id(chunk), tuple(chunk)))
     order = {t.id: i for i, t in enumerate(trials)}
     return sorted(packs, key=lambda p: min(order[t.id] for t in p.trials))
+
+
+def prepare_pack(pack: Pack, spec: SweepSpec, sweep_dir: Path, python: str, entry: str,
+                 kill_timeout: float) -> tuple[list[str], list[dict]]:
+    """Before a pack starts: its members' dirs (a member left running by a killed sweep is
+    stopped) and ``pack.json``. Returns the pack's command, ``python run.py --pack=PACK_JSON``,
+    and the members' status records."""
+    commands, states = [], []
+    for t in pack.trials:
+        tdir = Path(sweep_dir) / t.id
+        tdir.mkdir(parents=True, exist_ok=True)
+        st = read_json(tdir / STATUS_JSON) or {}
+        if st.get("status") == "running":
+            stop_stale_trial(st, tdir, kill_timeout)
+        commands.append(spec.command(t, str(tdir), python=python, entry=entry)[1:])
+        states.append(st)
+    path = write_pack(pack, sweep_dir, commands)
+    return [python, entry, f"--pack={path}"], states
+
+
+def mark_running(pack: Pack, sweep_dir: Path, states: list[dict], cmd: list[str], info: dict) -> None:
+    """Each member's status.json: running in ``pack`` (with the launcher's ``info``), one more
+    attempt; its log.txt: a line naming the pack's log."""
+    log = Path(sweep_dir) / PACKS_DIR / pack.id / LOG_TXT
+    for t, st in zip(pack.trials, states):
+        attempt = int(st.get("attempts", 0)) + 1
+        with open(Path(sweep_dir) / t.id / LOG_TXT, "a") as f:
+            f.write(f"===== [sweep] attempt {attempt} started {now()} in {pack.id} (its output: {log})\n")
+        for stale in ("pid", "job_id", "returncode", "ended", "error"):
+            st.pop(stale, None)
+        write_json(Path(sweep_dir) / t.id / STATUS_JSON, {**st, "status": "running", "attempts": attempt,
+                                                          "command": cmd, "pack": pack.id, "started": now(),
+                                                          **info})
 
 
 def write_pack(pack: Pack, sweep_dir: Path, commands: list[list[str]]) -> Path:

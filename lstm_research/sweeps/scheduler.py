@@ -29,7 +29,7 @@ from lstm_research.errors import UserError
 from lstm_research.sweeps.check import check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
-from lstm_research.sweeps.packs import Pack, plan_packs, write_pack
+from lstm_research.sweeps.packs import Pack, mark_running, plan_packs, prepare_pack
 from lstm_research.sweeps.results import write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
@@ -88,13 +88,8 @@ class _Running:
     terminated: bool = False
     pack: Pack | None = None
 
-    @property
-    def id(self) -> str:
-        return self.pack.id if self.pack else self.trial.id
-
-    @property
-    def members(self) -> tuple[Trial, ...]:
-        return self.pack.trials if self.pack else (self.trial,)
+    id = property(lambda self: self.pack.id if self.pack else self.trial.id)
+    members = property(lambda self: self.pack.trials if self.pack else (self.trial,))
 
 
 class _Sweep:
@@ -102,8 +97,7 @@ class _Sweep:
 
     def __init__(self, spec, sweep_dir, trials, *, parallel, launcher, entry, python, cwd, retry_failed,
                  kill_timeout, env, progress, pack=None):
-        self.spec, self.sweep_dir, self.trials = spec, sweep_dir, trials
-        self.pack = pack
+        self.spec, self.sweep_dir, self.trials, self.pack = spec, sweep_dir, trials, pack
         self.parallel, self.launcher = parallel, launcher
         self.entry, self.python, self.cwd = entry, python, cwd
         self.retry_failed, self.kill_timeout, self.env = retry_failed, kill_timeout, env
@@ -145,31 +139,11 @@ class _Sweep:
     def _launch_pack(self, pack: Pack, slot: int) -> _Running:
         """One ``run.py --pack=...`` process for the pack's members; each member's status.json
         and log.txt say which pack runs it (the pack's output goes to its own log.txt)."""
-        commands, states = [], []
-        for t in pack.trials:
-            tdir = self._dir(t)
-            tdir.mkdir(parents=True, exist_ok=True)
-            st = read_json(tdir / STATUS_JSON) or {}
-            if st.get("status") == "running":
-                stop_stale_trial(st, tdir, self.kill_timeout)
-            commands.append(self.spec.command(t, str(tdir), python=self.python, entry=self.entry)[1:])
-            states.append(st)
-        path = write_pack(pack, self.sweep_dir, commands)
-        cmd = [self.python, self.entry, f"--pack={path}"]
-        log_file = open(path.parent / LOG_TXT, "a")  # noqa: SIM115 - closed in _finish
-        log_file.write(f"===== [sweep] started {now()}: {shlex.join(cmd)}\n")
-        log_file.flush()
+        cmd, states = prepare_pack(pack, self.spec, self.sweep_dir, self.python, self.entry, self.kill_timeout)
+        log_file = open(Path(cmd[-1].partition("=")[2]).parent / LOG_TXT, "a")  # noqa: SIM115 - closed in _finish
+        print(f"===== [sweep] started {now()}: {shlex.join(cmd)}", file=log_file, flush=True)
         handle, info = self.launcher.start(cmd, self.cwd, self.env, log_file, slot)
-        for t, st in zip(pack.trials, states):
-            attempt = int(st.get("attempts", 0)) + 1
-            with open(self._dir(t) / LOG_TXT, "a") as f:
-                f.write(f"===== [sweep] attempt {attempt} started {now()} in {pack.id} "
-                        f"(its output: {path.parent / LOG_TXT})\n")
-            for stale in ("pid", "job_id", "returncode", "ended", "error"):
-                st.pop(stale, None)
-            write_json(self._dir(t) / STATUS_JSON, {**st, "status": "running", "attempts": attempt,
-                                                     "command": cmd, "pack": pack.id, "started": now(),
-                                                     **info})
+        mark_running(pack, self.sweep_dir, states, cmd, info)
         return _Running(pack.trials[0], handle, slot, log_file, time.time(), pack=pack)
 
     def _launch(self, trial: Trial | Pack, slot: int) -> _Running:
