@@ -131,6 +131,25 @@ def test_pack_of_dropout_rates(tmp_path):
         assert_same_run(dirs[k], tmp_path / f"a{k}", results[k], alone, f"dropout {o}")
 
 
+def test_trials_with_the_same_evaluation_data_share_one_copy(tmp_path):
+    """Trials whose validation and test batches are the same (one seed here; any seed on a real
+    data set) are evaluated on one copy of them, with the same results."""
+    task_kw = dict(T=10, batch_size=8, eval_size=32)
+    overrides = [{}, {"train.lr": 3e-2, "model.hidden_size": 6}]
+
+    def make(o):
+        c = config("adding", o, **task_kw)
+        c.train.steps, c.train.patience = 20, 0
+        return c
+    dirs = [tmp_path / f"p{k}" for k in range(2)]
+    trainer = PackTrainer([make(o) for o in overrides], dirs, tmp_path / "pack", progress=False)
+    results = trainer.run()
+    assert trainer._shared_split("valid") and trainer._shared_split("test")
+    for k, o in enumerate(overrides):
+        alone = Trainer(make(o), tmp_path / f"a{k}", progress=False).run()
+        assert_same_run(dirs[k], tmp_path / f"a{k}", results[k], alone, f"shared eval {o}")
+
+
 def test_killed_pack_resumes_to_the_same_results(tmp_path, monkeypatch):
     task_kw = dict(T=10, batch_size=8, eval_size=32)
     overrides = [{}, {"seed": 1, "model.hidden_size": 6, "train.lr": 3e-2}]

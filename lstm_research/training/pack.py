@@ -215,6 +215,9 @@ class PackTrainer:
         self.train_step = jax.jit(jax.vmap(pack_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0),
                                            axis_name=AXIS), donate_argnums=(0, 1))
         self.eval_step = jax.jit(jax.vmap(pack_eval, axis_name=AXIS))
+        self.shared_eval_step = jax.jit(jax.vmap(pack_eval, in_axes=(0, None, None),
+                                                 axis_name=AXIS))
+        self._shared: dict[str, bool] = {}
         self._finite = jax.jit(jax.vmap(lambda t: jnp.all(jnp.stack(
             [jnp.isfinite(x).all() for x in jax.tree.leaves(t)]))))
         for c, w in zip(self.configs, self.workdirs):
@@ -270,14 +273,33 @@ class PackTrainer:
         return _stack(batches), reset
 
     # --- evaluation -------------------------------------------------------------------------
+    def _shared_split(self, split) -> bool:
+        """Whether every trial evaluates ``split`` on the same batches (real data sets: their
+        splits do not depend on the seed); then one copy is fed to all trials, not K copies
+        (K = 1024 copies of JSB's validation set would be 5 GB). Checked once per split."""
+        if split not in self._shared:
+            def same(a, b):
+                return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+            first = list(self.tasks[0].eval_batches(split))
+            self._shared[split] = not self.tasks[0].stateful and all(
+                len(other) == len(first) and all(map(same, first, other))
+                for other in (list(t.eval_batches(split)) for t in self.tasks[1:]))
+        return self._shared[split]
+
     def evaluate(self, params, split) -> list[dict]:
         sums, carries = None, None
-        for batches in zip(*(t.eval_batches(split) for t in self.tasks)):
-            batch, reset = self._batch(list(batches), split)
-            if self.tasks[0].stateful and (reset or carries is None):
-                carries = self._zero_carries(params, batch)
-            s, carries = self.eval_step(params, batch, carries)
-            sums = merge_eval_sums(sums, jax.device_get(s))
+        if self._shared_split(split):
+            for batch in self.tasks[0].eval_batches(split):
+                batch, _ = self._batch([batch], split)
+                s, _ = self.shared_eval_step(params, jax.tree.map(lambda x: x[0], batch), None)
+                sums = merge_eval_sums(sums, jax.device_get(s))
+        else:
+            for batches in zip(*(t.eval_batches(split) for t in self.tasks)):
+                batch, reset = self._batch(list(batches), split)
+                if self.tasks[0].stateful and (reset or carries is None):
+                    carries = self._zero_carries(params, batch)
+                s, carries = self.eval_step(params, batch, carries)
+                sums = merge_eval_sums(sums, jax.device_get(s))
         return [{k: float(v) for k, v in self.tasks[0].summarize(
             {name: val[i] for name, val in sums.items()}).items()}
             for i in range(len(self.configs))]
