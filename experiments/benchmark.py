@@ -273,12 +273,11 @@ class JaxStep:
         return jax.block_until_ready(self.compiled(*self.args))
 
 
-def ours_step(B, T, I, H, cell="lstm", layers=2, dtype=None, fused_on=True, parallel=False,
+def ours_step(B, T, I, H, cell="lstm", layers=2, dtype=None, fused="auto", parallel=False,
               seed=0):
-    """Our ``Stack`` training step; ``fused_on=False`` traces the generic scan (and, for the
-    parallel form, the associative scan): ``Stack(fused=False)``."""
-    stack = Stack(cells.get(cell, H), num_layers=layers, parallel=parallel,
-                  fused="auto" if fused_on else False)
+    """Our ``Stack`` training step; ``fused=False`` traces the generic scan (and, for the
+    parallel form, the associative scan), ``True`` requires the fused layer."""
+    stack = Stack(cells.get(cell, H), num_layers=layers, parallel=parallel, fused=fused)
     params = stack.init(jax.random.key(seed), I)
     xs = jax.random.normal(jax.random.key(seed + 1), (B, T, I))
 
@@ -350,7 +349,7 @@ def peers(B, T, I, H, *, include=("ours", "ours_scan", "flax", "torch", "cudnn_j
     if "ours" in include:
         impls["ours"] = ours_step(B, T, I, H, cell=kind)
     if "ours_scan" in include and kind == "lstm":
-        impls["ours_scan"] = ours_step(B, T, I, H, fused_on=False)
+        impls["ours_scan"] = ours_step(B, T, I, H, fused=False)
     if "flax" in include and nn is not None and not skip_slow:
         impls["flax"] = flax_step(B, T, I, H, kind=kind)
     if "torch" in include and torch_device() is not None and not skip_slow:
@@ -457,8 +456,19 @@ def suite_greff(args, prog):
     for v in cells.GREFF_VARIANTS:
         res[v]["vs_vanilla"] = res[v]["median_ms"] / res["vanilla"]["median_ms"]
         res[v]["matmul_flops_vs_vanilla"] = matmul_flops(v) / matmul_flops("vanilla")
-        why = fused.unsupported(cells.get(v, H))
+        why = fused.unsupported(cells.get(v, H), auto=True)
         res[v]["path"] = "fused" if why is None else f"generic scan ({why})"
+    # FGR at batch 1 (the Greff JSB protocol's online SGD; one layer, 64 steps): the fused
+    # layer against the generic scan, which decides fused.FGR_AUTO_MIN_WIDTH
+    out["fgr_batch1"] = {}
+    for h in (20, 40, 63, 128, 200):
+        impls = {name: ours_step(1, 64, 88, h, cell="fgr", layers=1, fused=flag)
+                 for name, flag in (("fused", True), ("generic", False))}
+        r = measure(impls, 5 if args.quick else 15, memory=False)
+        out["fgr_batch1"][h] = {"fused_ms": r["fused"]["median_ms"],
+                                "generic_ms": r["generic"]["median_ms"],
+                                "fused_speedup": r["generic"]["median_ms"] / r["fused"]["median_ms"]}
+    prog.step("fgr fused vs generic at batch 1")
     return out
 
 
@@ -498,7 +508,7 @@ def suite_minrnn(args, prog):
         for cell in ("minlstm", "mingru"):
             impls = {"parallel": ours_step(B, T, I, H, cell=cell, parallel=True),
                      "parallel_assoc": ours_step(B, T, I, H, cell=cell, parallel=True,
-                                                 fused_on=False),
+                                                 fused=False),
                      "sequential": ours_step(B, T, I, H, cell=cell, parallel=False),
                      "no_recurrence_floor": minrnn_floor_step(B, T, I, H, cell)}
             res = measure(impls, 3 if args.quick else 7, tokens=B * T, memory=False)
@@ -659,6 +669,10 @@ def print_report(results, w=print):
         for v, r in g["results"].items():
             w(f"  {v:8s} {r['median_ms']:8.2f}  x{r['vs_vanilla']:.2f}  (matmul FLOPs "
               f"x{r['matmul_flops_vs_vanilla']:.2f})  {r['path']}")
+        w("FGR at batch 1 (1 layer, T=64, I=88), median ms: fused layer, generic scan")
+        for h, r in g.get("fgr_batch1", {}).items():
+            w(f"  H={h:>3}  {r['fused_ms']:7.3f}  {r['generic_ms']:7.3f}  fused "
+              f"x{r['fused_speedup']:.2f} faster")
     if "gru" in results:
         g = results["gru"]
         w(f"\nGRU (2 layers) at {(g['B'], g['T'], g['I'], g['H'])}: " + "  ".join(
@@ -751,7 +765,7 @@ def main(argv=None):
         "suites": suites,
     }}
     need_roofline = bool({"roofline", "lstm", "tscale", "gru"} & set(suites))
-    n_tasks = {"lstm": len(SHAPES), "tscale": 8, "greff": 1, "gru": 1,
+    n_tasks = {"lstm": len(SHAPES), "tscale": 8, "greff": 2, "gru": 1,
                "minrnn": 2 * len(MINRNN_SHAPES), "bf16": 2, "ptb": 1 + (torch_device() is not None)}
     prog = Progress(need_roofline + sum(n_tasks.get(s, 0) for s in suites))
     t0 = time.perf_counter()

@@ -83,14 +83,15 @@ def run_mode(mode: str, args, root: Path) -> dict:
             "full_study_projection_h": round(FULL_STUDY_TRIAL_EPOCHS / rate, 2)}
 
 
-def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0) -> float:
+def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0,
+               sets=()) -> float:
     # each draw has its own learning rate, momentum and input noise (as a sweep's draws do):
     # they are inputs of the compiled programs, so a width seen before compiles nothing
     lr, one_minus, noise = ((1e-3, 0.1, 0.1), (3e-3, 0.3, 0.5), (5e-4, 0.05, 0.2))[draw % 3]
     argv = ["run.py", f"--config={CONFIG}", f"--config.model.hidden_size={width}",
             f"--config.train.epochs={epochs}", "--config.train.patience=0", f"--config.lr={lr}",
             f"--config.one_minus_momentum={one_minus}", f"--config.train.input_noise={noise}",
-            f"--workdir={workdir}", "--noprogress"]
+            f"--workdir={workdir}", "--noprogress"] + [f"--config.{kv}" for kv in sets]
     t0 = time.perf_counter()
     rc = entry_main(argv)
     if rc != 0:
@@ -98,8 +99,9 @@ def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0
     return time.perf_counter() - t0
 
 
-def time_widths(widths, root: Path, extra: int) -> dict:
-    """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial."""
+def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
+    """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial
+    (``sets``: config overrides ``key=value`` of these timing trials, e.g. ``model.cell=fgr``)."""
     # as in a worker: JAX's persistent compilation cache (a trial builds its jitted functions afresh,
     # so in-memory reuse across trials goes through this cache)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
@@ -109,9 +111,9 @@ def time_widths(widths, root: Path, extra: int) -> dict:
 
     out = {}
     for w in widths:
-        time_trial(run.main, root / f"warm{w}", w, 1)  # compile (and load the data) once
-        t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1)
-        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2)
+        time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # compile, load the data
+        t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
+        t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
         n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
         epoch = (t2 - t1) / extra
@@ -215,6 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--pack", type=int, default=8, help="packed mode: trials per program (K)")
     p.add_argument("--timing_epochs", type=int, default=4,
                    help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
+    p.add_argument("--timing_set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of the per-width timing trials (repeatable), e.g. "
+                        "model.cell=fgr, model.fused=false")
     p.add_argument("--out", default=str(REPO_ROOT / "experiments" / "results" / "sweep_throughput_cpu.json"))
     args = p.parse_args(argv)
     for name in ("draws", "epochs", "parallel", "timing_epochs", "pack"):
@@ -241,7 +246,9 @@ def main(argv=None) -> int:
                                                 / m["workers"]["trial_epochs_per_hour"], 3)
             print(f"packed (K={args.pack}) / workers: {report['packed_vs_workers']:.2f}x")
         widths = [int(w) for w in args.widths.split(",")]
-        report["per_width"] = time_widths(widths, root, args.timing_epochs)
+        report["per_width"] = time_widths(widths, root, args.timing_epochs, args.timing_set)
+        if args.timing_set:
+            report["timing_set"] = args.timing_set
         if "packed" in m:
             report["packed_per_width"] = time_packs(widths, args.pack, root, args.timing_epochs,
                                                     report["per_width"])

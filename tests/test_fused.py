@@ -17,7 +17,9 @@ T, B, I, H = 7, 3, 5, 4
 
 CONFIGS = {
     "lstm": ("lstm", {}),
-    **{name: (name, {}) for name in cells.GREFF_VARIANTS if name != "fgr"},
+    **{name: (name, {}) for name in cells.GREFF_VARIANTS},
+    "fgr_no_peepholes": ("fgr", {"peepholes": False}),
+    "fgr_clip_niaf": ("fgr", {"cell_clip": 0.3, "input_activation": "identity"}),
     "lstm1997": ("lstm1997", {}),
     "cifg_no_peepholes": ("cifg", {"peepholes": False}),
     "nig_noaf_no_peepholes": ("nig", {"peepholes": False, "output_activation": "identity"}),
@@ -48,6 +50,8 @@ def _case(cell, input_size=I):
     params = _random_params(cell, k[0], input_size)
     xs = jax.random.normal(k[1], (T, B, input_size))
     carry = {"c": jax.random.normal(k[2], (B, H)), "h": jax.random.normal(k[3], (B, H))}
+    if getattr(cell, "full_gate_recurrence", False):  # the carried (i, f, o) of FGR: values a sigmoid can give
+        carry["gates"] = jax.random.uniform(k[5], (B, 3 * H))
     weights = jax.random.normal(k[4], (T, B, H))  # a loss that weights every output differently
     return params, xs, carry, weights
 
@@ -64,7 +68,7 @@ def _loss(cell, options, weights, fused_flag, parallel=False):
                        reverse=options.get("reverse", False), recurrent_mask=mask,
                        fused=fused_flag, parallel=parallel)
         value = (jnp.sum(ys * weights) + jnp.sum(jnp.sin(new.get("c", 0.0)))
-                 + jnp.sum(new["h"] ** 2))
+                 + jnp.sum(new["h"] ** 2) + jnp.sum(jnp.cos(3.0 * new.get("gates", 0.0))))
         return value, (ys, new)
     return loss
 
@@ -111,20 +115,22 @@ def test_fused_matches_autodiff_with_options():
                            ("vanilla", "lengths_reverse"), ("vanilla", "recurrent_mask"),
                            ("clip", "lengths"), ("nog_niaf", "lengths_reverse"),
                            ("vanilla", "short_lengths"), ("cifg", "short_lengths"),
-                           ("noaf", "short_lengths_reverse"), ("np", "short_lengths")]:
+                           ("noaf", "short_lengths_reverse"), ("np", "short_lengths"),
+                           ("fgr", "lengths"), ("fgr", "short_lengths_reverse"),
+                           ("fgr", "recurrent_mask"), ("fgr_clip_niaf", "short_lengths")]:
         name, switches = CONFIGS[config]
         cases[f"{config}-{option}"] = (cells.get(name, H, **switches), OPTIONS[option], I)
     _check_all(cases)
 
 
-@pytest.mark.parametrize("row_chunk", [None, 4])
-def test_fused_padding_does_not_change_results(monkeypatch, row_chunk):
+@pytest.mark.parametrize("row_chunk,name", [(None, "vanilla"), (4, "vanilla"), (4, "fgr")])
+def test_fused_padding_does_not_change_results(monkeypatch, row_chunk, name):
     """Padding a batch along time (what the trainer does so that one program serves every
     length) leaves outputs, final carries and gradients as they were, to float rounding; also
     when the matmuls outside the loops visit only the chunks of steps the loops visit
     (``fused.ROW_CHUNK``; here 4 steps, so the padded batch runs in 2 of its 4 chunks)."""
     monkeypatch.setattr(fused, "ROW_CHUNK", row_chunk)
-    cell = cells.get("vanilla", H)
+    cell = cells.get(name, H)
     params, xs, carry, weights = _case(cell)
     lengths = jnp.array([T, 3, 0])
     pad = 9
@@ -132,7 +138,8 @@ def test_fused_padding_does_not_change_results(monkeypatch, row_chunk):
 
     def loss(params, xs, carry, weights):
         new, ys = scan(cell, params, xs, carry, lengths=lengths, fused=True)
-        return jnp.sum(ys * weights) + jnp.sum(jnp.sin(new["c"])) + jnp.sum(new["h"] ** 2), ys
+        return (jnp.sum(ys * weights) + jnp.sum(jnp.sin(new["c"])) + jnp.sum(new["h"] ** 2)
+                + jnp.sum(jnp.cos(3.0 * new.get("gates", 0.0)))), ys
 
     f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
     (v0, ys0), g0 = f(params, xs, carry, weights)
@@ -209,7 +216,6 @@ def test_stack_unroll_same_results_on_both_paths():
 
 
 @pytest.mark.parametrize("spec,kwargs,reason", [
-    ("fgr", {}, "full_gate_recurrence"),
     ("layernorm_lstm", {}, "layer_norm"),
     ("lstmp:proj_size=3", {}, "proj_size"),
     ("lstm:gate_activation=hard_sigmoid", {}, "gate_activation"),
@@ -254,3 +260,19 @@ def test_chunked_parallel_form_matches_associative_scan():
         for a, b in zip(jax.tree.leaves(r0), jax.tree.leaves(r1)):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5,
                                        err_msg=str(label))
+
+
+def test_auto_takes_fused_fgr_from_its_measured_width():
+    """``fused="auto"`` runs FGR through the fused layer from ``FGR_AUTO_MIN_WIDTH`` units on
+    (below it the generic scan measured as fast); ``True`` takes it at any width."""
+    def uses_fused(width, flag):
+        cell = cells.get("fgr", width)
+        params = cell.init(jax.random.key(0), I)
+        xs, carry = jnp.ones((T, B, I)), cell.initial_carry((B,))
+        jaxpr = jax.make_jaxpr(lambda p, x, c: scan(cell, p, x, c, fused=flag))(params, xs, carry)
+        return "custom_vjp" in str(jaxpr)
+    w = fused.FGR_AUTO_MIN_WIDTH
+    assert not uses_fused(w - 1, "auto") and uses_fused(w, "auto") and uses_fused(4, True)
+    assert not Stack(cells.get("fgr", w - 1), fused="auto").length_free
+    assert Stack(cells.get("fgr", w), fused="auto").length_free
+    assert Stack(cells.get("fgr", 4), fused=True).length_free

@@ -32,9 +32,11 @@ What else the measurements on a 2-core CPU said (see ``experiments/benchmark.py`
   protocol (batch 1, padded to 128 steps, 59 on average; 2026-12-01).
 
 Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, tanh or identity
-input/output activations, any subset of gates, CIFG, peepholes and cell clipping, with
-``lengths`` masking, ``reverse`` (done by the caller) and variational recurrent dropout
-(``recurrent_mask``). Everything else (layer norm, projection, full gate recurrence, other
+input/output activations, any subset of gates, CIFG, peepholes, cell clipping and full gate
+recurrence (FGR: (i, f, o) of the previous step times ``w_gates`` add to the gates'
+pre-activations; the backward loop also carries the gradient of that (i, f, o) carry, and
+``d w_gates`` is one matmul after it), with ``lengths`` masking, ``reverse`` (done by the caller) and variational
+recurrent dropout (``recurrent_mask``). Everything else (layer norm, projection, other
 activations, zoneout, remat, other cells) goes through the generic scan; see :func:`unsupported`.
 
 Results equal the autodiff of the generic scan up to float rounding (``tests/test_fused.py``
@@ -70,11 +72,23 @@ def shared_trip_count(axis_name: str):
         _TRIP_AXES.pop()
 
 
+#: ``fused="auto"`` runs FGR through the fused layer from this width on; below it the two were
+#: even. Measured on a 2-core CPU, 2026-12-01, fused against generic: a batch-1 training step
+#: (``experiments/benchmark.py --suite greff``, two runs, the second in
+#: experiments/results/benchmark_greff_cpu.json) 0.98x/0.98x at width 20, 1.11x/1.01x at 40,
+#: 1.05x/0.96x at 63, 1.51x/1.22x at 128, 1.63x/1.37x at 200; a training epoch of the Greff JSB
+#: protocol 0.89-0.92x at 20, 1.00x at 40, 1.04-1.07x at 63, 1.10x at 90, 1.08-1.32x at 128-200.
+FGR_AUTO_MIN_WIDTH = 64
 
-def unsupported(cell: Cell, *, zoneout=None, remat=False) -> str | None:
-    """Why the fused layer cannot run this configuration (None if it can)."""
+
+def unsupported(cell: Cell, *, zoneout=None, remat=False, auto=False) -> str | None:
+    """Why the fused layer cannot run this configuration (None if it can); with ``auto``
+    (``fused="auto"``), also where it can but was measured no faster."""
     if type(cell) is not LSTM:
         return f"cell {cell.name!r} is not the LSTM family"
+    if auto and cell.full_gate_recurrence and cell.hidden_size < FGR_AUTO_MIN_WIDTH:
+        return (f"full_gate_recurrence (FGR) below hidden_size {FGR_AUTO_MIN_WIDTH} (the generic "
+                "scan measured as fast)")
     if zoneout:
         return "zoneout"
     if remat:
@@ -83,8 +97,6 @@ def unsupported(cell: Cell, *, zoneout=None, remat=False) -> str | None:
         return "layer_norm"
     if cell.proj_size:
         return "proj_size (LSTMP)"
-    if cell.full_gate_recurrence:
-        return "full_gate_recurrence (FGR)"
     if cell.gate_activation != "sigmoid":
         return f"gate_activation={cell.gate_activation!r}"
     for what in ("input_activation", "output_activation"):
@@ -105,6 +117,7 @@ class _Spec(NamedTuple):
     masked: bool            # lengths given
     dropmask: bool          # recurrent_mask given
     unroll: int
+    fgr: bool = False       # full gate recurrence: (i, f, o) of t-1 feed the gates (see _lstm)
 
 
 def _spec(cell, masked, dropmask, unroll):
@@ -113,7 +126,7 @@ def _spec(cell, masked, dropmask, unroll):
                  tanh_in=cell.input_activation == "tanh",
                  tanh_out=cell.output_activation == "tanh",
                  clip=cell.cell_clip, masked=masked, dropmask=dropmask,
-                 unroll=unroll)
+                 unroll=unroll, fgr=cell.full_gate_recurrence)
 
 
 def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=None, unroll=1):
@@ -128,9 +141,13 @@ def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=No
     if lengths is not None:
         valid = (jnp.arange(T)[:, None] < lengths[None, :]).astype(xs.dtype)[..., None]
     peeps = tuple(params[f"peephole_{g}"] for g in spec.peep)
-    hT, cT, ys = _lstm(spec, params["w_x"], params["w_h"], params["b"], peeps, xs,
-                       carry["h"], carry["c"], valid, recurrent_mask)
-    return {"c": cT, "h": hT}, ys
+    w_rec = (params["w_h"], params["w_gates"] if spec.fgr else None)
+    hT, cT, gT, ys = _lstm(spec, params["w_x"], w_rec, params["b"], peeps, xs, carry["h"],
+                           carry["c"], carry.get("gates"), valid, recurrent_mask)
+    final = {"c": cT, "h": hT}
+    if spec.fgr:
+        final["gates"] = gT
+    return final, ys
 
 
 # --- forward --------------------------------------------------------------------------------
@@ -146,9 +163,10 @@ def _put(a, v, t):
     return jax.lax.dynamic_update_index_in_dim(a, v, t, 0)
 
 
-def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True):
+def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gates=True):
     """The forward loop. Returns the buffers ``Y`` [T+1, B, H] and ``C`` [T+1, B, H] (the
-    carries h and c before the first and after every step) and the activated gates present,
+    carries h and c before the first and after every step), with FGR ``R`` [T+1, B, 3H] (the
+    carried (i, f, o), from ``g0``; else an empty array), and the activated gates present,
     in order, each [T, B, H] (with ``save_gates=False``, for a forward pass that is not
     differentiated, the gates are not kept: empty tuple).
 
@@ -161,6 +179,7 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True
     H, gates = spec.H, spec.gates
     n = len(gates)
     T, B, I = xs.shape
+    w_h, w_g = w_rec
     peep = dict(zip(spec.peep, peeps))
     sig = jax.nn.sigmoid
     g_act = jnp.tanh if spec.tanh_in else (lambda v: v)
@@ -193,11 +212,12 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True
     C = jnp.zeros((T + 1, B, H), dt).at[0].set(c0)
     G = jnp.zeros((T, len(first), B, H) if save_gates else (0,), dt)
     O = jnp.zeros((T, B, H) if o_peep and save_gates else (0,), dt)
+    R = jnp.zeros((T + 1, B, 3 * H), dt).at[0].set(g0) if spec.fgr else jnp.zeros((0,), dt)
 
     def step(t, bufs):
         # Strictly write-then-read-back, one buffer per write: XLA can then update every
         # buffer in place (no copies of whole buffers) and fuse each computation with its write.
-        Y, C, G, O = bufs
+        Y, C, G, O, R = bufs
         h, c_prev = _at(Y, t), _at(C, t)
         inp = tuple(_at(a, t) for a in seq)
         if spec.masked:
@@ -206,6 +226,9 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True
         h_in = h * rmask if spec.dropmask else h
         rec = _split(h_in @ w_h, n, H)
         pre = {g: p + r for g, p, r in zip(gates, inp, rec)}
+        if spec.fgr:  # (i, f, o) of t-1 times w_gates, added to the i, f, o pre-activations
+            extra = dict(zip("ifo", _split(_at(R, t) @ w_g, 3, H)))
+            pre = {g: v + extra[g] if g in extra else v for g, v in pre.items()}
         acts = []
         for g in first:
             if g == "z":
@@ -239,14 +262,17 @@ def _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=True
             o = gt.get("o", 1.0)
         y = h_act(c_new) * o
         Y = _put(Y, jnp.where(keep, y, h) if spec.masked else y, t + 1)
-        return Y, C, G, O
+        if spec.fgr:
+            r = jnp.concatenate([i, f, o], axis=-1)
+            R = _put(R, jnp.where(keep, r, _at(R, t)) if spec.masked else r, t + 1)
+        return Y, C, G, O, R
 
-    Y, C, G, O = jax.lax.fori_loop(0, _steps(spec, valid, T), step, (Y, C, G, O),
-                                   unroll=spec.unroll)
+    Y, C, G, O, R = jax.lax.fori_loop(0, _steps(spec, valid, T), step, (Y, C, G, O, R),
+                                      unroll=spec.unroll)
     if not save_gates:
-        return Y, C, ()
+        return Y, C, R, ()
     acts = tuple(G[:, k] for k in range(len(first))) + ((O,) if o_peep else ())
-    return Y, C, acts
+    return Y, C, R, acts
 
 
 #: rows (steps) per chunk of the matmuls outside the loops; None: always over all T steps
@@ -277,30 +303,33 @@ def _steps(spec, valid, T):
 
 
 
-def _outputs(spec, Y, C, valid):
+def _outputs(spec, Y, C, R, valid):
+    """``(h, c, (i, f, o) with FGR else None)`` after the last step, and the outputs ys."""
     ys = Y[1:]
+    n = _steps(spec, valid, ys.shape[0])  # the loop stopped there: the final carries
     if spec.masked:
         ys = jnp.where(valid > 0, ys, jnp.zeros_like(ys))
-        n = _steps(spec, valid, ys.shape[0])  # the loop stopped there: the final carries
-        return _at(Y, n), _at(C, n), ys
-    return Y[-1], C[-1], ys
+    return _at(Y, n), _at(C, n), (_at(R, n) if spec.fgr else None), ys
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
-    Y, C, _ = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask, save_gates=False)
-    return _outputs(spec, Y, C, valid)
+def _lstm(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask):
+    """``(hT, cT, gT, ys)``. ``w_rec`` is ``(w_h, w_gates)`` (FGR) or ``(w_h, None)``;
+    ``g0``/``gT`` the carried (i, f, o) of FGR (None without)."""
+    Y, C, R, _ = _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask,
+                          save_gates=False)
+    return _outputs(spec, Y, C, R, valid)
 
 
-def _lstm_fwd(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask):
-    Y, C, G = _forward(spec, w_x, w_h, b, peeps, xs, h0, c0, valid, rmask)
-    return _outputs(spec, Y, C, valid), (w_x, w_h, peeps, xs, valid, rmask, Y, C, G)
+def _lstm_fwd(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask):
+    Y, C, R, G = _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask)
+    return _outputs(spec, Y, C, R, valid), (w_x, w_rec, peeps, xs, valid, rmask, Y, C, R, G)
 
 
 # --- backward -------------------------------------------------------------------------------
 def _lstm_bwd(spec, res, cotangents):
-    w_x, w_h, peeps, xs, valid, rmask, Y, C, acts = res
-    dhT, dcT, dys = cotangents
+    w_x, (w_h, w_g), peeps, xs, valid, rmask, Y, C, R, acts = res
+    dhT, dcT, dgT, dys = cotangents
     H, gates = spec.H, spec.gates
     n = len(gates)
     T, B, I = xs.shape
@@ -353,53 +382,76 @@ def _lstm_bwd(spec, res, cotangents):
     Kcat = Kcat.reshape(T, B, n * H)
     n_c = sum(g != "o" for g in gates)
     seq = (dys, Kc, F) + ((valid,) if spec.masked else ())
+    if spec.fgr:
+        # FGR: dg(t), the gradient of the carried (i, f, o) of step t (from step t+1's matmul,
+        # or the final carry's), adds dg_a * a(1 - a) to dpre_a (a = i, f, o) and, through the
+        # peepholes, dg_o * o(1 - o) * p_o to dc(t) and dg_a * a(1 - a) * p_a to dc(t-1) (a = i, f)
+        S = {g: act[g] * (1.0 - act[g]) * (valid if spec.masked else one) for g in "ifo"}
+        zero = jnp.zeros_like(S["i"])
+        S_peep = {g: S[g] * peep[g] if g in peep else zero for g in "ifo"}
+        seq = seq + (jnp.concatenate([S["i"], S["f"], zero, S["o"]], axis=-1),
+                     S_peep["o"], S_peep["i"], S_peep["f"])
 
-    def dot_wT(d):  # d @ w_h^T without materializing the transpose
-        return jax.lax.dot_general(d, w_h, (((1,), (1,)), ((), ())))
+    def dot_wT(d, w=w_h):  # d @ w^T without materializing the transpose
+        return jax.lax.dot_general(d, w, (((1,), (1,)), ((), ())))
 
     n_steps = _steps(spec, valid, T)
 
     def body(k, carry):
-        dh, dc, D = carry
+        dh, dc, dg, D = carry
         t = n_steps - 1 - k
-        if spec.masked:
-            dy, kc, ff, v = (_at(a_, t) for a_ in seq)
-        else:
-            dy, kc, ff = (_at(a_, t) for a_ in seq)
+        dy, kc, ff, *rest = (_at(a_, t) for a_ in seq)
+        v = rest.pop(0) if spec.masked else None
         dh = dh + dy
         dc = dc + dh * kc
+        if spec.fgr:
+            s_cat, s_po, s_pi, s_pf = rest
+            dc = dc + dg[:, 2 * H:] * s_po
         parts = [dc] * n_c + ([dh] if "o" in act else [])
+        dpre = jnp.concatenate(parts, axis=-1) * _at(D, t)
+        if spec.fgr:
+            dpre = dpre + jnp.concatenate([dg[:, :2 * H], jnp.zeros_like(dh), dg[:, 2 * H:]],
+                                          axis=-1) * s_cat
         # dpre overwrites this step's factors in D and is read back for the matmul, so that
         # its computation is fused with the in-place write (see _forward)
-        D = _put(D, jnp.concatenate(parts, axis=-1) * _at(D, t), t)
-        dh_prev = dot_wT(_at(D, t))
+        D = _put(D, dpre, t)
+        dh_prev, dg_prev = dot_wT(_at(D, t)), None
+        if spec.fgr:
+            dg_prev = dot_wT(_ifo(_at(D, t)), w_g)
         if spec.dropmask:
             dh_prev = dh_prev * rmask
         if spec.masked:
             dh_prev = jnp.where(v > 0, dh_prev, dh)
-        return dh_prev, dc * ff, D
+            if spec.fgr:
+                dg_prev = jnp.where(v > 0, dg_prev, dg)
+        dc_prev = dc * ff
+        if spec.fgr:
+            dc_prev = dc_prev + dg[:, :H] * s_pi + dg[:, H:2 * H] * s_pf
+        return dh_prev, dc_prev, dg_prev, D
 
     # steps past the longest sequence are not visited: their factors are zero (masked above),
     # so their rows of dpre are too
-    dh0, dc0, dpre = jax.lax.fori_loop(0, n_steps, body, (dhT, dcT, Kcat),
-                                       unroll=spec.unroll)
+    dh0, dc0, dg0, dpre = jax.lax.fori_loop(0, n_steps, body, (dhT, dcT, dgT, Kcat),
+                                            unroll=spec.unroll)
 
     # Weight gradients: one matmul each over all T*B rows, after the loop.
     h_prev = Y[:-1]
     if spec.dropmask:
         h_prev = h_prev * rmask
     dpre2 = dpre.reshape(T * B, n * H)
+    rows = (h_prev, xs, dpre) + ((R[:-1],) if spec.fgr else ())
     C = _row_chunk(spec, T)
     if C is None:
-        dw_h, dw_x, db = _weight_grads(h_prev.reshape(T * B, -1), xs.reshape(T * B, I), dpre2)
+        grads = _weight_grads(*(r.reshape(T * B, -1) for r in rows))
     else:  # only the chunks of steps that the loop visited (dpre is zero after them)
         def accumulate(k, acc):
-            rows = (jax.lax.dynamic_slice_in_dim(a, k * C, C) for a in (h_prev, xs, dpre))
-            hk, xk, dk = (r.reshape(C * B, -1) for r in rows)
-            return tuple(s + g for s, g in zip(acc, _weight_grads(hk, xk, dk)))
-        zeros = (jnp.zeros(w_h.shape, w_h.dtype), jnp.zeros(w_x.shape, w_x.dtype),
-                 jnp.zeros((n * H,), dpre.dtype))
-        dw_h, dw_x, db = jax.lax.fori_loop(0, _chunks(spec, valid, T, C), accumulate, zeros)
+            chunk = (jax.lax.dynamic_slice_in_dim(a, k * C, C).reshape(C * B, -1) for a in rows)
+            return tuple(s + g for s, g in zip(acc, _weight_grads(*chunk)))
+        zeros = tuple(jnp.zeros(w.shape, w.dtype) for w in (w_h, w_x, dpre[0, 0])) + (
+            (jnp.zeros(w_g.shape, w_g.dtype),) if spec.fgr else ())
+        grads = jax.lax.fori_loop(0, _chunks(spec, valid, T, C), accumulate, zeros)
+    dw_h, dw_x, db, *dw_g = grads
+    dw_rec = (dw_h, dw_g[0] if spec.fgr else None)
     dxs = (dpre2 @ w_x.T).reshape(T, B, I)
     dpre_g = dict(zip(gates, _split(dpre, n, H)))
     dpeeps = tuple(jnp.sum(dpre_g[g] * (cs if g == "o" else c_prev), axis=(0, 1))
@@ -408,19 +460,27 @@ def _lstm_bwd(spec, res, cotangents):
     drmask = None
     if spec.dropmask:
         # rmask multiplies h before the matmul: d rmask = sum_t h_prev * (dpre @ w_h^T)
-        drmask = jnp.sum(Y[:-1] * dot_wT(dpre2).reshape(T, B, -1), axis=0)
-    return (dw_x, dw_h, db, dpeeps, dxs, dh0, dc0, dvalid, drmask)
+        drmask = jnp.sum(Y[:-1] * dot_wT(dpre2).reshape(T, B, H), axis=0)
+    return (dw_x, dw_rec, db, dpeeps, dxs, dh0, dc0, dg0, dvalid, drmask)
 
 
-def _weight_grads(h_prev, xs, dpre):
-    """``(h_prev^T @ dpre, xs^T @ dpre, column sums of dpre)`` over the rows given."""
+def _ifo(dpre):
+    """The i, f and o columns of FGR's dpre [..., 4H] (gates i, f, z, o), [..., 3H]."""
+    H = dpre.shape[-1] // 4
+    return jnp.concatenate([dpre[..., :2 * H], dpre[..., 3 * H:]], axis=-1)
+
+
+def _weight_grads(h_prev, xs, dpre, gates=None):
+    """``(h_prev^T @ dpre, xs^T @ dpre, column sums of dpre)`` over the rows given, and with
+    FGR's carried ``gates`` (i, f, o), ``gates^T @`` the i, f, o columns of dpre."""
     # The transposes materialized (the barrier keeps XLA from folding them into the dot):
     # [K, T*B] @ [T*B, N] then runs as a plain multi-threaded matmul; the transposed-operand
     # form ran single-threaded at about half the speed.
-    hT_, xT_ = jax.lax.optimization_barrier((h_prev.T, xs.T))
+    lhs = jax.lax.optimization_barrier((h_prev.T, xs.T) + (() if gates is None else (gates.T,)))
     # db as a matmul, not .sum(axis=0): XLA's CPU reduction splits into one partial sum per
     # thread, so its rounding (and a whole training run) depended on the number of visible CPUs
-    return hT_ @ dpre, xT_ @ dpre, (jnp.ones((1, dpre.shape[0]), dpre.dtype) @ dpre)[0]
+    out = (lhs[0] @ dpre, lhs[1] @ dpre, (jnp.ones((1, dpre.shape[0]), dpre.dtype) @ dpre)[0])
+    return out if gates is None else out + (lhs[2] @ _ifo(dpre),)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)

@@ -66,8 +66,9 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
     * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
       (hand-written backward), and on CPUs the parallel form through the chunked linear
-      recurrence, when it supports the cell and options; ``True`` requires it; ``False`` never
-      uses it.
+      recurrence, when it supports the cell and options (FGR from
+      ``fused.FGR_AUTO_MIN_WIDTH`` units on: below, the generic scan measured as fast);
+      ``True`` requires it; ``False`` never uses it.
     * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
     """
     check_fused(fused)
@@ -78,7 +79,7 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
                                    fused)
     else:
         why = "fused=False" if fused is False else fused_lib.unsupported(
-            cell, zoneout=zoneout, remat=remat)
+            cell, zoneout=zoneout, remat=remat, auto=fused == "auto")
         if why is None:
             carry, ys = fused_lib.fused_scan(cell, params, xs, carry, lengths=lengths,
                                              recurrent_mask=recurrent_mask, unroll=unroll)

@@ -49,8 +49,9 @@ class Stack:
     * ``remat``: recompute each step's activations in the backward pass;
     * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
     * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
-      parallel form, where they support the configuration; ``True`` requires them; ``False``
-      never uses them (see :func:`lstm_research.layers.scan.scan`).
+      parallel form, where they support the configuration (FGR from
+      ``fused.FGR_AUTO_MIN_WIDTH`` units on); ``True`` requires them; ``False`` never uses them
+      (see :func:`lstm_research.layers.scan.scan`).
 
     Params: ``{"layers": [{"fwd": cell params, "bwd": cell params (bidirectional)}, ...]}``.
     Carries: a list (one per layer) of ``{"fwd": carry, "bwd": carry}``.
@@ -89,7 +90,7 @@ class Stack:
         one compiled program serves every length."""
         return (not self.parallel and self.fused is not False and self.unroll == 1
                 and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
-                                          remat=self.remat) is None)
+                                          remat=self.remat, auto=self.fused == "auto") is None)
 
     def zoneout_rates(self) -> dict | None:
         """``zoneout`` as {carry key: rate}; a float applies to the cell's ``zoneout_keys``."""
