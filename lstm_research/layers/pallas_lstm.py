@@ -43,9 +43,12 @@ layer (or the generic scan) otherwise. Unlike the fused layer, the loops run ove
 (no traced trip count), so a Stack with ``fused="pallas"`` is not ``length_free``.
 
 Verified: ``tests/test_pallas_lstm.py`` runs the kernels in Pallas interpret mode on CPU and
-checks outputs, final carries and gradients against autodiff of the generic scan. NOT verified:
-the Triton lowering on a GPU, its numerics there, and its speed -- never measured. Until a path
-has been measured on a GPU it is opt-in only: ``fused="auto"`` never picks it.
+checks outputs, final carries and gradients against autodiff of the generic scan, and lowers a
+gradient for a GPU on the CPU: exactly two Triton kernels (Pallas' Triton rules hold; nothing is
+compiled to PTX). NOT verified: compiling and running on a GPU, the numerics there, whether
+``w_h`` really stays resident, and the speed -- never measured. (``vmap`` over params, as packed
+trials do, agreed with the generic scan in interpret mode in one check by hand; not a test.)
+Until a path has been measured on a GPU it is opt-in only: ``fused="auto"`` never picks it.
 """
 from __future__ import annotations
 
