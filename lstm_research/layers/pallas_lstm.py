@@ -77,7 +77,7 @@ ON_CHIP_BUDGET = 160 * 1024
 #: one software-pipelining stage, as each step depends on the last. Untuned.
 TRITON_PARAMS = pltriton.CompilerParams(num_warps=4, num_stages=1)
 _DTYPES = ("float32", "bfloat16")
-_LOGGED: set[str] = set()
+_LOGGED: set[tuple[str, str]] = set()  # (reason, fallback) already logged
 
 
 def padded_size(n: int) -> int:
