@@ -3,6 +3,8 @@
 * :mod:`~lstm_research.layers.scan`: one cell over time, and the choice of path (generic
   ``lax.scan``, fused LSTM layer, or the parallel form over a linear recurrence);
 * :mod:`~lstm_research.layers.fused`: the fused LSTM-family layer (hand-written backward);
+* :mod:`~lstm_research.layers.pallas_lstm`: the opt-in persistent Pallas LSTM kernel
+  (``fused="pallas"``; verified in interpret mode on CPU, not measured on a GPU);
 * :mod:`~lstm_research.layers.stack`: :class:`Stack`, layers of a cell with dropout, zoneout,
   masking and the path switches (``parallel``, ``remat``, ``unroll``, ``fused``) as fields.
 

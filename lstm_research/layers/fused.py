@@ -105,7 +105,7 @@ def unsupported(cell: Cell, *, zoneout=None, remat=False, auto=False) -> str | N
     return None
 
 
-class _Spec(NamedTuple):
+class Spec(NamedTuple):
     """The static switches the fused kernels specialize on (hashable)."""
     H: int
     gates: tuple            # subset of ("i", "f", "z", "o") present in w_x/w_h/b, in order
@@ -120,8 +120,9 @@ class _Spec(NamedTuple):
     fgr: bool = False       # full gate recurrence: (i, f, o) of t-1 feed the gates (see _lstm)
 
 
-def _spec(cell, masked, dropmask, unroll):
-    return _Spec(H=cell.hidden_size, gates=cell.gates, cifg=cell.coupled_forget,
+def make_spec(cell, masked, dropmask, unroll=1) -> Spec:
+    """The :class:`Spec` of the LSTM ``cell`` (check :func:`unsupported` first)."""
+    return Spec(H=cell.hidden_size, gates=cell.gates, cifg=cell.coupled_forget,
                  peep=tuple(g for g in "ifo" if cell.peepholes and g in cell.gates),
                  tanh_in=cell.input_activation == "tanh",
                  tanh_out=cell.output_activation == "tanh",
@@ -136,7 +137,7 @@ def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=No
     h before every recurrent matmul. Check :func:`unsupported` first.
     """
     T = xs.shape[0]
-    spec = _spec(cell, lengths is not None, recurrent_mask is not None, unroll)
+    spec = make_spec(cell, lengths is not None, recurrent_mask is not None, unroll)
     valid = None
     if lengths is not None:
         valid = (jnp.arange(T)[:, None] < lengths[None, :]).astype(xs.dtype)[..., None]

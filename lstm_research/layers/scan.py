@@ -1,6 +1,7 @@
 """Running a cell over time: one ``jax.lax.scan`` with the input projection hoisted out of it,
 and the choice of path (:func:`scan`): the generic scan, the fused LSTM layer
-(:mod:`lstm_research.layers.fused`), or a cell's parallel form over a linear recurrence
+(:mod:`lstm_research.layers.fused`), the opt-in Pallas LSTM layer
+(:mod:`lstm_research.layers.pallas_lstm`), or a cell's parallel form over a linear recurrence
 (:mod:`lstm_research.cells.linear_recurrence`).
 
 Arrays here are time-major (``[T, B, ...]``); :mod:`lstm_research.layers.stack` takes
@@ -14,9 +15,11 @@ import jax.numpy as jnp
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
+from lstm_research.layers import pallas_lstm
 
-#: the values of ``fused``: "auto" uses a fast path where one supports the configuration
-FUSED_VALUES = ("auto", True, False)
+#: the values of ``fused``: "auto" uses a fast path where one supports the configuration;
+#: "pallas" (opt-in, never picked by "auto") the Pallas LSTM layer
+FUSED_VALUES = ("auto", True, False, "pallas")
 
 
 def valid_mask(lengths: jax.Array | None, T: int) -> jax.Array | None:
@@ -68,7 +71,9 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
       (hand-written backward), and on CPUs the parallel form through the chunked linear
       recurrence, when it supports the cell and options (FGR from
       ``fused.FGR_AUTO_MIN_WIDTH`` units on: below, the generic scan measured as fast);
-      ``True`` requires it; ``False`` never uses it.
+      ``True`` requires it; ``False`` never uses it; ``"pallas"`` (opt-in, not measured on a
+      GPU) runs LSTM-family cells through :mod:`lstm_research.layers.pallas_lstm` where it
+      supports them, else logs why (once) and does what ``"auto"`` does.
     * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
     """
     check_fused(fused)
@@ -78,13 +83,13 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
         carry, ys = _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout,
                                    fused)
     else:
-        why = "fused=False" if fused is False else fused_lib.unsupported(
-            cell, zoneout=zoneout, remat=remat, auto=fused == "auto")
-        if why is None:
+        path = _path(cell, params, xs, carry, zoneout, remat, fused)
+        if path == "pallas":  # (its kernels loop inside themselves: ``unroll`` does not apply)
+            carry, ys = pallas_lstm.pallas_scan(cell, params, xs, carry, lengths=lengths,
+                                                recurrent_mask=recurrent_mask)
+        elif path == "fused":
             carry, ys = fused_lib.fused_scan(cell, params, xs, carry, lengths=lengths,
                                              recurrent_mask=recurrent_mask, unroll=unroll)
-        elif fused is True:
-            raise UserError(f"fused=True, but the fused path does not support this: {why}")
         else:
             carry, ys = _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout,
                                     key, train, remat, unroll)
@@ -94,9 +99,28 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
 
 
 def check_fused(fused) -> None:
-    """Refuse a ``fused`` value other than "auto", True or False."""
-    if not (isinstance(fused, bool) or fused == "auto"):
+    """Refuse a ``fused`` value other than "auto", True, False or "pallas"."""
+    if not (isinstance(fused, bool) or (isinstance(fused, str) and fused in FUSED_VALUES)):
         raise UserError(f"fused must be one of {FUSED_VALUES}, got {fused!r}")
+
+
+def _path(cell, params, xs, carry, zoneout, remat, fused) -> str:
+    """Which layer runs a sequential scan: "pallas", "fused" or "generic" (logs why once when
+    ``fused="pallas"`` falls back; UserError when ``fused=True`` cannot be honoured)."""
+    why = "fused=False" if fused is False else fused_lib.unsupported(
+        cell, zoneout=zoneout, remat=remat, auto=fused in ("auto", "pallas"))
+    if fused is True and why is not None:
+        raise UserError(f"fused=True, but the fused path does not support this: {why}")
+    if fused == "pallas":
+        # in the dtype it would compute in
+        dtype = jnp.result_type(xs, *jax.tree.leaves(params), *jax.tree.leaves(carry))
+        why_pallas = pallas_lstm.pallas_unsupported(
+            cell, getattr(cell, "hidden_size", 0), xs.shape[1], dtype, zoneout=zoneout,
+            remat=remat)
+        if why_pallas is None:
+            return "pallas"
+        pallas_lstm.log_fallback(why_pallas, "generic scan" if why else "fused LSTM layer")
+    return "generic" if why else "fused"
 
 
 def _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout, fused):

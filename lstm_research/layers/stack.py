@@ -50,8 +50,12 @@ class Stack:
     * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
     * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
       parallel form, where they support the configuration (FGR from
-      ``fused.FGR_AUTO_MIN_WIDTH`` units on); ``True`` requires them; ``False`` never uses them
-      (see :func:`lstm_research.layers.scan.scan`).
+      ``fused.FGR_AUTO_MIN_WIDTH`` units on); ``True`` requires them; ``False`` never uses
+      them; ``"pallas"`` (opt-in: verified in Pallas interpret mode on CPU only,
+      never measured on a GPU) takes the persistent Pallas LSTM kernel
+      (:mod:`lstm_research.layers.pallas_lstm`) where it supports the configuration and
+      otherwise does what ``"auto"`` does, logging why once (see
+      :func:`lstm_research.layers.scan.scan`).
 
     Params: ``{"layers": [{"fwd": cell params, "bwd": cell params (bidirectional)}, ...]}``.
     Carries: a list (one per layer) of ``{"fwd": carry, "bwd": carry}``.
@@ -87,8 +91,9 @@ class Stack:
     def length_free(self) -> bool:
         """Whether every layer runs the fused LSTM layer, whose loops stop at each batch's longest
         sequence: padding batches to one length then costs only the work outside the loops, and
-        one compiled program serves every length."""
-        return (not self.parallel and self.fused is not False and self.unroll == 1
+        one compiled program serves every length. Not with ``fused="pallas"``: its kernels run
+        over all T steps (even where it falls back to the fused layer: only slower bucketing)."""
+        return (not self.parallel and self.fused not in (False, "pallas") and self.unroll == 1
                 and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
                                           remat=self.remat, auto=self.fused == "auto") is None)
 

@@ -23,8 +23,9 @@ STACK_KNOBS = tuple(f.name for f in dataclasses.fields(Stack) if f.name != "cell
 #: config.model keys that are not Stack knobs: the cell, and the model around the stack
 MODEL_KEYS = ("cell", "hidden_size", "embedding_size", "tie_embeddings", "dtype")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
-#: config.model.fused is a string on the command line; the Stack takes "auto" or a bool
-FUSED = {"auto": "auto", "true": True, "false": False}
+#: config.model.fused is a string on the command line; the Stack takes "auto", a bool or
+#: "pallas" (the opt-in Pallas LSTM kernel, :mod:`lstm_research.layers.pallas_lstm`)
+FUSED = {"auto": "auto", "true": True, "false": False, "pallas": "pallas"}
 
 
 def stack_knobs(values: dict) -> dict:

@@ -26,7 +26,8 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         parallel=False,         # minlstm/mingru: parallel scan over time
         remat=False,            # recompute activations in the backward pass (long sequences)
         unroll=1,               # time steps per compiled loop iteration
-        fused="auto",           # LSTM family: the hand-written-backward layer ("auto" | True | False)
+        fused="auto",           # LSTM family: the hand-written-backward layer ("auto" | True | False
+                                # | "pallas": opt-in Pallas kernel, not measured on a GPU)
         dtype="float32",        # or "bfloat16"
     ))
 
