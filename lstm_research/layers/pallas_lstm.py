@@ -35,9 +35,9 @@ their z, c and h stay exactly 0 and they change no result; padded sequences are 
 Matmul operands are in the compute dtype (float32 or bfloat16) with float32 accumulation; the
 gate math and the cell state are float32; outputs are cast back to the input dtype.
 
-Covered: what :func:`lstm_research.layers.fused.unsupported` accepts (any subset of gates,
-CIFG, peepholes, cell clipping, tanh/identity input and output activations, ``lengths``,
-``recurrent_mask``), in float32 and bfloat16, within :data:`ON_CHIP_BUDGET`; see
+Covered: what :func:`lstm_research.layers.fused.unsupported` accepts except full gate
+recurrence (any subset of gates, CIFG, peepholes, cell clipping, tanh/identity input and output
+activations, ``lengths``, ``recurrent_mask``), in float32 and bfloat16, within :data:`ON_CHIP_BUDGET`; see
 :func:`pallas_unsupported`. :func:`lstm_research.layers.scan.scan` falls back to the fused
 layer (or the generic scan) otherwise. Unlike the fused layer, the loops run over all T steps
 (no traced trip count), so a Stack with ``fused="pallas"`` is not ``length_free``.
