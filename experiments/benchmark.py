@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Training-step benchmark: our ``Stack`` against Flax ``nn.RNN(nn.OptimizedLSTMCell)`` and
 PyTorch ``nn.LSTM`` (oneDNN on CPU, cuDNN on GPU; plus ``jax.experimental.rnn``, cuDNN from JAX,
-on GPU), all in ONE process with interleaved repetitions.
+and our opt-in Pallas kernel, ``fused="pallas"``, on GPU), all in ONE process with interleaved
+repetitions.
 
     python experiments/benchmark.py                 # full run (CPU: under ~10 minutes)
     python experiments/benchmark.py --quick         # a short run
@@ -342,8 +343,8 @@ class TorchStep:
 
 
 # --- suites -------------------------------------------------------------------------------------
-def peers(B, T, I, H, *, include=("ours", "ours_scan", "flax", "torch", "cudnn_jax"), kind="lstm",
-          skip_slow=False):
+def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "flax", "torch",
+                                   "cudnn_jax"), kind="lstm", skip_slow=False):
     """Build the implementations to compare at one shape (None entries are skipped)."""
     impls = {}
     if "ours" in include:
@@ -354,6 +355,10 @@ def peers(B, T, I, H, *, include=("ours", "ours_scan", "flax", "torch", "cudnn_j
         impls["flax"] = flax_step(B, T, I, H, kind=kind)
     if "torch" in include and torch_device() is not None and not skip_slow:
         impls["torch"] = TorchStep(B, T, I, H, kind=kind)
+    if "ours_pallas" in include and on_gpu() and kind == "lstm":
+        # the opt-in Pallas kernel (layers/pallas_lstm.py; where it refuses a shape, e.g. over
+        # its on-chip budget, the step falls back and logs why: the row then times the fallback)
+        impls["ours_pallas"] = ours_step(B, T, I, H, fused="pallas")
     if "cudnn_jax" in include and on_gpu() and kind == "lstm" and not skip_slow:
         try:
             impls["cudnn_jax"] = cudnn_jax_step(B, T, I, H)
