@@ -243,15 +243,8 @@ def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gate
             gt = dict(zip(first, _at(G, t)))
         else:
             gt = dict(zip(first, acts))
-        i = gt.get("i", 1.0)
-        f = (1.0 - i) if spec.cifg else gt.get("f", 1.0)
-        c = gt["z"] * i + c_prev * f
-        if spec.clip is not None:
-            c = jnp.clip(c, -spec.clip, spec.clip)
-        if spec.masked:
-            keep = v > 0
-            c = jnp.where(keep, c, c_prev)
-        C = _put(C, c, t + 1)
+        keep = v > 0 if spec.masked else None
+        C = _put(C, cell_update(spec, gt, c_prev, keep), t + 1)
         c_new = _at(C, t + 1)
         if o_peep and save_gates:
             # (at padded steps c_new = c_prev: o and y are then unused)
@@ -264,7 +257,7 @@ def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gate
         y = h_act(c_new) * o
         Y = _put(Y, jnp.where(keep, y, h) if spec.masked else y, t + 1)
         if spec.fgr:
-            r = jnp.concatenate([i, f, o], axis=-1)
+            r = jnp.concatenate([gt["i"], gt["f"], o], axis=-1)
             R = _put(R, jnp.where(keep, r, _at(R, t)) if spec.masked else r, t + 1)
         return Y, C, G, O, R
 
@@ -274,6 +267,18 @@ def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gate
         return Y, C, R, ()
     acts = tuple(G[:, k] for k in range(len(first))) + ((O,) if o_peep else ())
     return Y, C, R, acts
+
+
+def cell_update(spec, gates, c_prev, keep=None):
+    """``c_t = z * i + c_{t-1} * f`` (f = 1 - i under CIFG; absent gates are 1), clipped to
+    ``spec.clip``, and ``c_{t-1}`` where ``keep`` is False (padded steps). ``gates``: the
+    activated i, f, z present. (Also the Pallas kernel's step.)"""
+    i = gates.get("i", 1.0)
+    f = (1.0 - i) if spec.cifg else gates.get("f", 1.0)
+    c = gates["z"] * i + c_prev * f
+    if spec.clip is not None:
+        c = jnp.clip(c, -spec.clip, spec.clip)
+    return c if keep is None else jnp.where(keep, c, c_prev)
 
 
 #: rows (steps) per chunk of the matmuls outside the loops; None: always over all T steps
@@ -328,6 +333,40 @@ def _lstm_fwd(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask):
 
 
 # --- backward -------------------------------------------------------------------------------
+def gate_factors(spec, act, c, c_prev, peep, one=1.0):
+    """The factors of an LSTM step's backward that do not depend on the incoming gradient,
+    ``(K, Kc, F)`` with ``K`` a dict over the gates present, elementwise over any shape::
+
+        dh = dh' + dy;  dc = dc' + dh * Kc;  dpre_o = dh * K["o"];  dpre_g = dc * K[g] (i, f, z);
+        dc_prev = dc * F;  dh_prev = dpre @ w_h^T
+
+    ``act``: the activated gates present; ``c``, ``c_prev``: the cell state after and before
+    the step; ``peep``: the peepholes present; ``one``: 1 in the computation's dtype. (Also the
+    Pallas kernel's, :mod:`lstm_research.layers.pallas_lstm`, per step.)"""
+    i = act.get("i", one)
+    f = (1.0 - i) if spec.cifg else act.get("f", one)
+    z, o = act["z"], act.get("o", one)
+    a = jnp.tanh(c) if spec.tanh_out else c
+    K = {}
+    Kc = o * (1.0 - a * a) if spec.tanh_out else o * one
+    if "o" in act:
+        K["o"] = a * o * (1.0 - o)
+        if "o" in peep:
+            Kc = Kc + K["o"] * peep["o"]
+    inr = one if spec.clip is None else (jnp.abs(c) < spec.clip).astype(c.dtype)
+    dz = (1.0 - z * z) if spec.tanh_in else one
+    if "i" in act:
+        K["i"] = ((z - c_prev) if spec.cifg else z) * i * (1.0 - i) * inr
+    if "f" in act:
+        K["f"] = c_prev * f * (1.0 - f) * inr
+    K["z"] = i * dz * inr
+    F = f * inr
+    for g in ("i", "f"):
+        if g in peep:
+            F = F + K[g] * peep[g]
+    return K, Kc, F
+
+
 def _lstm_bwd(spec, res, cotangents):
     w_x, (w_h, w_g), peeps, xs, valid, rmask, Y, C, R, acts = res
     dhT, dcT, dgT, dys = cotangents
@@ -339,32 +378,9 @@ def _lstm_bwd(spec, res, cotangents):
     cs, c_prev = C[1:], C[:-1]
     one = jnp.ones((), cs.dtype)
 
-    # Per-step factors that do not depend on the incoming gradient, for all steps at once:
-    #   dh = dh' + dy;  dc = dc' + dh * Kc;  dpre_o = dh * K_o;  dpre_g = dc * K_g (g = i, f, z);
-    #   dc_prev = dc * F;  dh_prev = dpre @ w_h^T.
-    # Peepholes, CIFG, clipping and masking only change these factors.
-    i = act.get("i", one)
-    f = (1.0 - i) if spec.cifg else act.get("f", one)
-    z, o = act["z"], act.get("o", one)
-    a = jnp.tanh(cs) if spec.tanh_out else cs
-    da = (1.0 - a * a) if spec.tanh_out else one
-    K = {}
-    Kc = o * da
-    if "o" in act:
-        K["o"] = a * o * (1.0 - o)
-        if "o" in peep:
-            Kc = Kc + K["o"] * peep["o"]
-    inr = one if spec.clip is None else (jnp.abs(cs) < spec.clip).astype(cs.dtype)
-    dz = (1.0 - z * z) if spec.tanh_in else one
-    if "i" in act:
-        K["i"] = ((z - c_prev) if spec.cifg else z) * i * (1.0 - i) * inr
-    if "f" in act:
-        K["f"] = c_prev * f * (1.0 - f) * inr
-    K["z"] = i * dz * inr
-    F = f * inr
-    for g in ("i", "f"):
-        if g in peep:
-            F = F + K[g] * peep[g]
+    # Per-step factors that do not depend on the incoming gradient, for all steps at once
+    # (gate_factors); peepholes, CIFG, clipping and masking only change these factors.
+    K, Kc, F = gate_factors(spec, act, cs, c_prev, peep, one)
     if spec.masked:
         # padded steps: no gradient into the gates, carries pass through unchanged
         K = {g: k * valid for g, k in K.items()}

@@ -204,14 +204,8 @@ def _fwd_kernel(spec, T, save, *refs):
             return sig(pre[g] + peep[g] * c) if g in peep else sig(pre[g])
         act = {g: gate(g, c_prev) for g in gates if g in "if"}
         act["z"] = g_act(pre["z"])
-        i = act.get("i", 1.0)
-        f = (1.0 - i) if spec.cifg else act.get("f", 1.0)
-        c = act["z"] * i + c_prev * f
-        if spec.clip is not None:
-            c = jnp.clip(c, -spec.clip, spec.clip)
-        if spec.masked:
-            keep = t < lens
-            c = jnp.where(keep, c, c_prev)
+        keep = t < lens if spec.masked else None
+        c = fused_lib.cell_update(spec, act, c_prev, keep)
         if "o" in gates:
             act["o"] = gate("o", c)
         y = h_act(c) * act.get("o", 1.0)
@@ -302,27 +296,7 @@ def _bwd_kernel(spec, T, *refs):
         t = T - 1 - k
         c, c_prev = c_ref[t + 1], c_ref[t]
         act = {g: a_ref[t, j] for j, g in enumerate(gates)}
-        i = act.get("i", 1.0)
-        f = (1.0 - i) if spec.cifg else act.get("f", 1.0)
-        z, o = act["z"], act.get("o", 1.0)
-        a = jnp.tanh(c) if spec.tanh_out else c
-        Kc = o * (1.0 - a * a) if spec.tanh_out else o
-        K = {}
-        if "o" in act:
-            K["o"] = a * o * (1.0 - o)
-            if "o" in peep:
-                Kc = Kc + K["o"] * peep["o"]
-        inr = 1.0 if spec.clip is None else (jnp.abs(c) < spec.clip).astype(f32)
-        dz = (1.0 - z * z) if spec.tanh_in else 1.0
-        if "i" in act:
-            K["i"] = ((z - c_prev) if spec.cifg else z) * i * (1.0 - i) * inr
-        if "f" in act:
-            K["f"] = c_prev * f * (1.0 - f) * inr
-        K["z"] = i * dz * inr
-        F = f * inr
-        for g in ("i", "f"):
-            if g in peep:
-                F = F + K[g] * peep[g]
+        K, Kc, F = fused_lib.gate_factors(spec, act, c, c_prev, peep)
         dy = dys_ref[t].astype(f32)
         if spec.masked:  # padded steps: no gradient into the gates, the carries pass through
             keep = t < lens
