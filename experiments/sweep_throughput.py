@@ -123,6 +123,63 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     return out
 
 
+def time_calls(widths, k: int, reps: int = 5) -> dict:
+    """Per width, in this process: a training epoch (the JSB training sequences, one update
+    each) with one compiled call per update against ``train.steps_per_call=k``, interleaved
+    ``reps`` times (medians): what the host round trip of each update costs."""
+    import importlib.util
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lstm_research.training import optim, steps
+    from lstm_research.training.batches import pad_time_at_least
+    from lstm_research.training.loop import Trainer
+    spec = importlib.util.spec_from_file_location("greff", REPO_ROOT / CONFIG.split(":")[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = {}
+    for w in widths:
+        c = module.get_config("paper")
+        c.model.hidden_size, c.train.input_noise, c.train.steps_per_call = w, 0.3, k
+        with tempfile.TemporaryDirectory() as wd:
+            t = Trainer(c, wd, progress=False)
+        arrays = t.init_state()[0]
+        it = t.task.train_batches(0)
+        batches = [pad_time_at_least(next(it), t.time_bound.get("train"))
+                   for _ in range(t.task.steps_per_epoch)]
+        for b in batches:
+            b.pop("reset", None)
+        key, hyper = jax.random.key(1), optim.runtime_hyperparams(c.train, 1e-3)
+        lr = np.float32(1e-3)
+
+        def epoch(per_call):
+            p, o = jax.tree.map(jnp.copy, (arrays["params"], arrays["opt_state"]))
+            t0 = time.perf_counter()
+            for i in range(0, len(batches), per_call):
+                chunk = batches[i:i + per_call]
+                if per_call == 1:
+                    p, o, _, _ = t.train_step(p, o, chunk[0], None, key, np.int32(i),
+                                              dict(hyper, lr=lr))
+                else:
+                    p, o, _ = t.train_steps(p, o, steps.stack_chunk(chunk, k),
+                                            np.int32(len(chunk)), key, np.int32(i),
+                                            np.full(k, lr, np.float32), hyper)
+            jax.block_until_ready(p)
+            return time.perf_counter() - t0
+        epoch(1), epoch(k)  # compile
+        times = {1: [], k: []}
+        for _ in range(reps):
+            for n in times:
+                times[n].append(epoch(n))
+        one, many = (float(np.median(times[n])) for n in (1, k))
+        out[str(w)] = {"train_epoch_s_one_per_call": round(one, 4),
+                       f"train_epoch_s_{k}_per_call": round(many, 4),
+                       "speedup": round(one / many, 3)}
+    return out
+
+
 def time_packs(widths, k: int, root: Path, extra: int, per_width: dict) -> dict:
     """Per width, in this process: K trials of that width (their own seed, learning rate, momentum
     and input noise) as one pack: the pack's epoch time, its fixed cost, and the speedup over K
@@ -217,6 +274,9 @@ def main(argv=None) -> int:
     p.add_argument("--pack", type=int, default=8, help="packed mode: trials per program (K)")
     p.add_argument("--timing_epochs", type=int, default=4,
                    help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
+    p.add_argument("--steps_per_call", type=int, default=0,
+                   help="also time, per width, a training epoch at one call per update against "
+                        "train.steps_per_call=this (interleaved; 0: skip)")
     p.add_argument("--timing_set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override of the per-width timing trials (repeatable), e.g. "
                         "model.cell=fgr, model.fused=false")
@@ -249,6 +309,13 @@ def main(argv=None) -> int:
         report["per_width"] = time_widths(widths, root, args.timing_epochs, args.timing_set)
         if args.timing_set:
             report["timing_set"] = args.timing_set
+        if args.steps_per_call > 1:
+            report["steps_per_call"] = time_calls(widths, args.steps_per_call)
+            for w, r in report["steps_per_call"].items():
+                print(f"width {w:>3}: training epoch, one call per update "
+                      f"{r['train_epoch_s_one_per_call']:.3f}s, {args.steps_per_call} per call "
+                      f"{r[f'train_epoch_s_{args.steps_per_call}_per_call']:.3f}s: "
+                      f"{r['speedup']:.2f}x")
         if "packed" in m:
             report["packed_per_width"] = time_packs(widths, args.pack, root, args.timing_epochs,
                                                     report["per_width"])

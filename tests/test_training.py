@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstm_research.errors import UserError
 from lstm_research.training import base_config, optim
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import NonFiniteLoss, Trainer, WorkdirMismatch
@@ -241,3 +242,60 @@ def test_pad_time_to_matches_numpy_pad():
         assert out[k].dtype == ref.dtype
         np.testing.assert_array_equal(out[k], ref)
     assert out["lengths"] is batch["lengths"]
+
+
+@pytest.mark.parametrize("cell", ["vanilla", "fgr"])
+def test_several_updates_per_call_give_the_same_bits(tmp_path, cell):
+    """``train.steps_per_call=4`` (up to 4 updates in one compiled call, never past an
+    evaluation, an extra checkpoint or the end) gives the run of one call per update bit for bit:
+    every logged loss and gradient norm, the validation curve, the result, the final params; and
+    a SIGTERM after a call resumes to the same. Batch-1 variable-length data with input noise
+    and Nesterov momentum, as in the Greff protocol; vanilla runs the fused layer (every batch
+    padded to one length), FGR at width 8 the generic scan (batches bucketed by length: a call
+    also ends where the shape changes)."""
+    def trainer(steps_per_call, name):
+        c = small_config("reber", batch_size=1, eval_size=20, steps=23, eval_every=7,
+                         log_every=3, lr=0.05)
+        c.model.cell, c.train.optimizer, c.train.input_noise = cell, "nesterov", 0.2
+        c.train.checkpoint_every, c.train.steps_per_call = 5, steps_per_call
+        return Trainer(c, tmp_path / name, progress=False)
+    ref = trainer(1, "one")
+    ref_result = ref.run()
+    like = ref.init_state()[0]
+    many = trainer(4, "many")
+    calls = []
+    real = many.train_steps
+
+    def counted(*args):
+        calls.append(int(args[3]))  # updates in this call
+        return real(*args)
+    many.train_steps = counted
+    result = many.run()
+    assert sum(calls) == 23 and max(calls) == 4 and len(calls) < 23
+    t = trainer(4, "term")
+    real_t, n = t.train_steps, [0]
+
+    def stop_after_two(*args):
+        n[0] += 1
+        if n[0] == 2:
+            t._stop_requested = True
+        return real_t(*args)
+    t.train_steps = stop_after_two
+    assert t.run()["status"] == "interrupted"
+    termed = trainer(4, "term").run()
+    read = lambda wd: [json.loads(l) for l in (tmp_path / wd / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time", "wall_time")} for r in rows]
+    for other, wd in ((result, "many"), (termed, "term")):
+        assert (other["valid"], other["test"], other["steps"]) == (
+            ref_result["valid"], ref_result["test"], ref_result["steps"])
+        assert strip(read(wd)) == strip(read("one"))
+        for a, b in zip(jax.tree.leaves(_final_params(tmp_path / "one", like)[0]),
+                        jax.tree.leaves(_final_params(tmp_path / wd, like)[0])):
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+
+
+def test_several_updates_per_call_refused_with_carried_state(tmp_path):
+    c = small_stateful()
+    c.train.steps_per_call = 3
+    with pytest.raises(UserError, match=r"train.steps_per_call=3.*carried state.*steps_per_call=1"):
+        Trainer(c, tmp_path, progress=False)

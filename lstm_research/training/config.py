@@ -53,6 +53,8 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         checkpoint_every=0,     # extra checkpoints between evaluations (steps); 0 = at evals
         checkpoint_secs=0.0,    # >0: at evaluations, save only if this long since the last save
         gate_stats=False,       # evaluations also report gate statistics (training.diagnostics)
+        steps_per_call=1,       # >1: up to this many updates per jitted call (same bits; one
+                                # device, no carried state; pays at batch 1, see README)
     ))
     c.parallel = ml_collections.ConfigDict(dict(
         batch_per_device=0,     # 0: task.batch_size is the global batch

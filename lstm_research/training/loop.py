@@ -76,6 +76,17 @@ class Trainer:
         # share the compiled program
         self.train_step = jax.jit(steps.keyed_by_step(self.train_step_fn), donate_argnums=(0, 1))
         self.eval_step = jax.jit(self.eval_step_fn)
+        # train.steps_per_call > 1: up to that many updates in one call (same bits; see
+        # steps.chunked); the metrics stay on the device until a step is logged
+        self.steps_per_call = tc.get("steps_per_call", 1)
+        if self.steps_per_call > 1:
+            if self.task.stateful or self.mesh.size > 1:
+                raise UserError(
+                    f"train.steps_per_call={self.steps_per_call}: several updates per call run "
+                    "on one device for tasks without carried state; this run has "
+                    + ("carried state (task " + repr(self.task.name) + ")" if self.task.stateful
+                       else f"{self.mesh.size} devices") + "; set train.steps_per_call=1")
+            self.train_steps = jax.jit(steps.chunked(self.train_step_fn), donate_argnums=(0, 1))
 
     def zero_carries(self, params, batch):
         return steps.zero_carries(self.apply, self.task, self.mesh, params, batch)
@@ -231,35 +242,56 @@ class Trainer:
         return (not secs or bool(meta["stopped"]) or meta["step"] >= self.total_steps
                 or time.time() - self._last_save >= secs)
 
+    def _call_length(self, step: int) -> int:
+        """How many updates the next call makes from ``step``: ``train.steps_per_call``, but
+        never past the next evaluation, extra checkpoint or the end of the budget."""
+        n = min(self.steps_per_call, self.total_steps - step, self.eval_every - step % self.eval_every)
+        every = self.config.train.checkpoint_every
+        return min(n, every - step % every) if every else n
+
+    def _next_batches(self, batches, n: int, pending: list) -> list:
+        """Up to ``n`` training batches of one shape (a call's), padded as the split is; a batch of
+        another shape waits in ``pending`` for the next call."""
+        out = pending[:1]
+        del pending[:]
+        while len(out) < n:
+            batch = pad_time_at_least(next(batches), self.time_bound.get("train"))
+            if out and batch["x"].shape != out[0]["x"].shape:
+                pending.append(batch)
+                break
+            out.append(batch)
+        return out
+
     def _loop(self, arrays, meta, ckpt, reporter):
         tc, task = self.config.train, self.task
         base_key = jax.random.key(self.config.seed + 1)
-        batches = task.train_batches(meta["step"])
+        batches, pending = task.train_batches(meta["step"]), []
         # momentum and input noise are fixed for the run: read from the config once
         fixed_hyper = optim.runtime_hyperparams(tc, tc.lr)
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]
-            batch = pad_time_at_least(next(batches), self.time_bound.get("train"))
-            reset = bool(batch.pop("reset", False))
-            batch = parallel.feed_batch(self.mesh, batch)
-            if task.stateful and reset:
-                arrays["carries"] = self.zero_carries(arrays["params"], batch)
-            lr = optim.learning_rate(tc, step, task.steps_per_epoch, self.total_steps,
-                                     meta["plateau_scale"])
-            params, opt_state, carries, m = self.train_step(
-                arrays["params"], arrays["opt_state"], batch, arrays["carries"], base_key,
-                np.int32(step), dict(fixed_hyper, lr=np.float32(lr)))
-            arrays.update(params=params, opt_state=opt_state, carries=carries)
-            meta["step"] = step + 1
-            if meta["step"] % tc.log_every == 0 or meta["step"] == self.total_steps:
-                loss = float(m["loss"])
-                if not math.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"loss is {loss} at step {meta['step']}; stopping; "
-                        f"{_last_good(ckpt, self.workdir)}; lower train.lr or set "
-                        "train.clip_norm")
-                reporter.train(meta["step"], loss=loss, lr=lr, grad_norm=float(m["grad_norm"]))
+            chunk = self._next_batches(batches, self._call_length(step), pending)
+            lrs = [optim.learning_rate(tc, s, task.steps_per_epoch, self.total_steps,
+                                       meta["plateau_scale"]) for s in range(step, step + len(chunk))]
+            if self.steps_per_call > 1:
+                params, opt_state, m = self.train_steps(
+                    arrays["params"], arrays["opt_state"], steps.stack_chunk(chunk, self.steps_per_call),
+                    np.int32(len(chunk)), base_key, np.int32(step),
+                    np.array(lrs + [0.0] * (self.steps_per_call - len(lrs)), np.float32), fixed_hyper)
+            else:
+                batch = chunk[0]
+                reset = bool(batch.pop("reset", False))
+                batch = parallel.feed_batch(self.mesh, batch)
+                if task.stateful and reset:
+                    arrays["carries"] = self.zero_carries(arrays["params"], batch)
+                params, opt_state, carries, m = self.train_step(
+                    arrays["params"], arrays["opt_state"], batch, arrays["carries"], base_key,
+                    np.int32(step), dict(fixed_hyper, lr=np.float32(lrs[0])))
+                arrays["carries"] = carries
+            arrays.update(params=params, opt_state=opt_state)
+            meta["step"] = step + len(chunk)
+            self._log_train(step, lrs, m, ckpt, reporter)
             if meta["step"] % self.eval_every == 0 or meta["step"] == self.total_steps:
                 self._validate(arrays, meta, ckpt, reporter)
                 if self._checkpoint_due(meta):
@@ -272,6 +304,21 @@ class Trainer:
                                  "run the same command again to resume")
                 return
         reporter.end()
+
+    def _log_train(self, step, lrs, m, ckpt, reporter):
+        """Write the training records of the steps after ``step`` that are logged (metrics
+        ``m`` of one call: scalars, or one entry per step with ``train.steps_per_call``)."""
+        logged = [j for j in range(len(lrs)) if self._train_logged(step + j + 1)]
+        if not logged:
+            return
+        loss, grad_norm = (np.atleast_1d(np.asarray(m[k])) for k in ("loss", "grad_norm"))
+        for j in logged:
+            if not math.isfinite(loss[j]):
+                raise NonFiniteLoss(
+                    f"loss is {loss[j]} at step {step + j + 1}; stopping; "
+                    f"{_last_good(ckpt, self.workdir)}; lower train.lr or set train.clip_norm")
+            reporter.train(step + j + 1, loss=float(loss[j]), lr=lrs[j],
+                           grad_norm=float(grad_norm[j]))
 
     def _validate(self, arrays, meta, ckpt, reporter):
         tc, task = self.config.train, self.task

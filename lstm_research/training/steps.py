@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -102,6 +103,40 @@ def keyed_by_step(train_step):
         return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step),
                           hyper)
     return keyed_train_step
+
+
+def chunked(train_step):
+    """``train_step`` (of a task without carried state) as ``(params, opt_state, batches, n,
+    base_key, first_step, lrs, hyper) -> (params, opt_state, metrics)``: updates
+    ``first_step + j`` on ``batches[j]`` (stacked by :func:`stack_chunk`) with learning rate
+    ``lrs[j]``, for ``j < n`` -- a traced count, so one program serves every ``n`` up to
+    ``len(lrs)``; ``metrics`` holds each update's loss and gradient norm (zeros past ``n``).
+    Each update's key is ``fold_in(base_key, step)`` as in :func:`keyed_by_step`: the same bits as
+    one call per update (``tests/test_training.py``), without a host round trip per update (a
+    tenth of a batch-1 update at width 63 on a 2-core CPU)."""
+    def train_steps(params, opt_state, batches, n, base_key, first_step, lrs, hyper):
+        def body(j, carry):
+            params, opt_state, loss, norm = carry
+            batch = jax.tree.map(lambda a: a[j], batches)
+            params, opt_state, _, m = train_step(params, opt_state, batch, None,
+                                                 jax.random.fold_in(base_key, first_step + j),
+                                                 dict(hyper, lr=lrs[j]))
+            return params, opt_state, loss.at[j].set(m["loss"]), norm.at[j].set(m["grad_norm"])
+        zeros = jnp.zeros(lrs.shape, jnp.float32)
+        params, opt_state, loss, norm = jax.lax.fori_loop(0, n, body,
+                                                          (params, opt_state, zeros, zeros))
+        return params, opt_state, {"loss": loss, "grad_norm": norm}
+    return train_steps
+
+
+def stack_chunk(batches: list[dict], size: int) -> dict:
+    """Batches of one shape stacked along a new first axis of ``size`` (the rest zeros)."""
+    first = {k: v for k, v in batches[0].items() if k != "reset"}
+    out = {k: np.zeros((size, *np.shape(v)), np.asarray(v).dtype) for k, v in first.items()}
+    for j, batch in enumerate(batches):
+        for k in out:
+            out[k][j] = batch[k]
+    return out
 
 
 def zero_carries(apply, task, mesh, params, batch):

@@ -149,6 +149,7 @@ def check_train(train, task_name=None) -> list[str]:
     _int(problems, "train.patience", train.patience, 0, what=">= 0 (0 = off)")
     _int(problems, "train.checkpoint_every", train.checkpoint_every, 0)
     _num(problems, "train.checkpoint_secs", train.checkpoint_secs, 0)
+    _int(problems, "train.steps_per_call", train.get("steps_per_call", 1), 1)
     if train.target is not None:
         _num(problems, "train.target", train.target)
     return problems

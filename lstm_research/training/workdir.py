@@ -19,6 +19,8 @@ class WorkdirMismatch(UserError):
 #: keys that say when checkpoints are written, not what a run computes: changing them between a
 #: run and its resumption is not a different config
 RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs",
+                            # updates per call: the same bits (tests/test_training.py)
+                            "train.steps_per_call",
                             # where the processes run, not what they compute: a run of two
                             # processes resumes in one and the other way round
                             "parallel.coordinator_address", "parallel.num_processes",
