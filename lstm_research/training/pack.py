@@ -29,7 +29,8 @@ trial's workdir gets the files of a single run (``config.json``, ``metrics.jsonl
 in the pack's own directory, and a killed pack resumes from it. A trial whose loss or
 parameters become non-finite gets ``pack_failure.json`` (its error) instead of a result. Results
 equal the same trial run alone through ``run.py`` up to float rounding (the batched matmuls sum
-in another order; tests/test_pack.py checks each axis above at relative 1e-5).
+in another order; tests/test_pack.py checks each axis above at relative 1e-5). A pack makes one
+vmapped call per update: ``train.steps_per_call`` (same bits alone) does not apply here.
 """
 from __future__ import annotations
 
