@@ -35,9 +35,10 @@ Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, 
 input/output activations, any subset of gates, CIFG, peepholes, cell clipping and full gate
 recurrence (FGR: (i, f, o) of the previous step times ``w_gates`` add to the gates'
 pre-activations; the backward loop also carries the gradient of that (i, f, o) carry, and
-``d w_gates`` is one matmul after it), with ``lengths`` masking, ``reverse`` (done by the caller) and variational
-recurrent dropout (``recurrent_mask``). Everything else (layer norm, projection, other
-activations, zoneout, remat, other cells) goes through the generic scan; see :func:`unsupported`.
+``d w_gates`` is one matmul after it), with ``lengths`` masking, ``reverse`` (done by the
+caller) and variational recurrent dropout (``recurrent_mask``). Everything else (layer norm,
+projection, other activations, zoneout, remat, other cells) goes through the generic scan; see
+:func:`unsupported`.
 
 Results equal the autodiff of the generic scan up to float rounding (``tests/test_fused.py``
 checks outputs and gradients with respect to params, inputs and the initial carry at 1e-5).

@@ -245,7 +245,8 @@ class Trainer:
     def _call_length(self, step: int) -> int:
         """How many updates the next call makes from ``step``: ``train.steps_per_call``, but
         never past the next evaluation, extra checkpoint or the end of the budget."""
-        n = min(self.steps_per_call, self.total_steps - step, self.eval_every - step % self.eval_every)
+        n = min(self.steps_per_call, self.total_steps - step,
+                self.eval_every - step % self.eval_every)
         every = self.config.train.checkpoint_every
         return min(n, every - step % every) if every else n
 
@@ -273,12 +274,14 @@ class Trainer:
             step = meta["step"]
             chunk = self._next_batches(batches, self._call_length(step), pending)
             lrs = [optim.learning_rate(tc, s, task.steps_per_epoch, self.total_steps,
-                                       meta["plateau_scale"]) for s in range(step, step + len(chunk))]
+                                       meta["plateau_scale"])
+                   for s in range(step, step + len(chunk))]
             if self.steps_per_call > 1:
+                k = self.steps_per_call
                 params, opt_state, m = self.train_steps(
-                    arrays["params"], arrays["opt_state"], steps.stack_chunk(chunk, self.steps_per_call),
+                    arrays["params"], arrays["opt_state"], steps.stack_chunk(chunk, k),
                     np.int32(len(chunk)), base_key, np.int32(step),
-                    np.array(lrs + [0.0] * (self.steps_per_call - len(lrs)), np.float32), fixed_hyper)
+                    np.array(lrs + [0.0] * (k - len(lrs)), np.float32), fixed_hyper)
             else:
                 batch = chunk[0]
                 reset = bool(batch.pop("reset", False))
