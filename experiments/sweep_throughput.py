@@ -127,8 +127,6 @@ def time_calls(widths, k: int, reps: int = 5) -> dict:
     """Per width, in this process: a training epoch (the JSB training sequences, one update
     each) with one compiled call per update against ``train.steps_per_call=k``, interleaved
     ``reps`` times (medians): what the host round trip of each update costs."""
-    import importlib.util
-
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -136,12 +134,10 @@ def time_calls(widths, k: int, reps: int = 5) -> dict:
     from lstm_research.training import optim, steps
     from lstm_research.training.batches import pad_time_at_least
     from lstm_research.training.loop import Trainer
-    spec = importlib.util.spec_from_file_location("greff", REPO_ROOT / CONFIG.split(":")[0])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from lstm_research.training.validate import load_config_file
     out = {}
     for w in widths:
-        c = module.get_config("paper")
+        c = load_config_file(str(REPO_ROOT / CONFIG))
         c.model.hidden_size, c.train.input_noise, c.train.steps_per_call = w, 0.3, k
         with tempfile.TemporaryDirectory() as wd:
             t = Trainer(c, wd, progress=False)

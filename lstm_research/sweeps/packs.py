@@ -28,7 +28,8 @@ from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.sweepdir import LOG_TXT, STATUS_JSON, now, read_json, write_json
 from lstm_research.sweeps.values import format_value
 
-__all__ = ["PACKS_DIR", "Pack", "mark_running", "plan_packs", "prepare_pack", "write_pack"]
+__all__ = ["PACKS_DIR", "Pack", "mark_running", "pack_log", "plan_packs", "prepare_pack",
+           "write_pack"]
 
 PACKS_DIR = "_packs"
 PACK_JSON = "pack.json"
@@ -119,10 +120,15 @@ def prepare_pack(pack: Pack, spec: SweepSpec, sweep_dir: Path, python: str, entr
     return [python, entry, f"--pack={path}"], states
 
 
+def pack_log(pack: Pack, sweep_dir: Path) -> Path:
+    """The pack process's own log.txt (beside its pack.json)."""
+    return Path(sweep_dir) / PACKS_DIR / pack.id / LOG_TXT
+
+
 def mark_running(pack: Pack, sweep_dir: Path, states: list[dict], cmd: list[str], info: dict) -> None:
     """Each member's status.json: running in ``pack`` (with the launcher's ``info``), one more
     attempt; its log.txt: a line naming the pack's log."""
-    log = Path(sweep_dir) / PACKS_DIR / pack.id / LOG_TXT
+    log = pack_log(pack, sweep_dir)
     for t, st in zip(pack.trials, states):
         attempt = int(st.get("attempts", 0)) + 1
         with open(Path(sweep_dir) / t.id / LOG_TXT, "a") as f:

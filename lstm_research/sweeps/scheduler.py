@@ -29,7 +29,7 @@ from lstm_research.errors import UserError
 from lstm_research.sweeps.check import check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
-from lstm_research.sweeps.packs import Pack, mark_running, plan_packs, prepare_pack
+from lstm_research.sweeps.packs import Pack, mark_running, pack_log, plan_packs, prepare_pack
 from lstm_research.sweeps.results import write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
@@ -140,7 +140,7 @@ class _Sweep:
         """One ``run.py --pack=...`` process for the pack's members; each member's status.json
         and log.txt say which pack runs it (the pack's output goes to its own log.txt)."""
         cmd, states = prepare_pack(pack, self.spec, self.sweep_dir, self.python, self.entry, self.kill_timeout)
-        log_file = open(Path(cmd[-1].partition("=")[2]).parent / LOG_TXT, "a")  # noqa: SIM115 - closed in _finish
+        log_file = open(pack_log(pack, self.sweep_dir), "a")  # noqa: SIM115 - closed in _finish
         print(f"===== [sweep] started {now()}: {shlex.join(cmd)}", file=log_file, flush=True)
         handle, info = self.launcher.start(cmd, self.cwd, self.env, log_file, slot)
         mark_running(pack, self.sweep_dir, states, cmd, info)

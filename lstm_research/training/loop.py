@@ -80,12 +80,12 @@ class Trainer:
         # steps.chunked); the metrics stay on the device until a step is logged
         self.steps_per_call = tc.get("steps_per_call", 1)
         if self.steps_per_call > 1:
-            if self.task.stateful or self.mesh.size > 1:
-                raise UserError(
-                    f"train.steps_per_call={self.steps_per_call}: several updates per call run "
-                    "on one device for tasks without carried state; this run has "
-                    + ("carried state (task " + repr(self.task.name) + ")" if self.task.stateful
-                       else f"{self.mesh.size} devices") + "; set train.steps_per_call=1")
+            has = (f"carried state (task {self.task.name!r})" if self.task.stateful
+                   else f"{self.mesh.size} devices" if self.mesh.size > 1 else None)
+            if has:
+                raise UserError(f"train.steps_per_call={self.steps_per_call}: several updates "
+                                "per call run on one device for tasks without carried state; "
+                                f"this run has {has}; set train.steps_per_call=1")
             self.train_steps = jax.jit(steps.chunked(self.train_step_fn), donate_argnums=(0, 1))
 
     def zero_carries(self, params, batch):
