@@ -157,6 +157,25 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     assert result["config"]["model"]["hidden_size"] == 9
 
 
+def test_run_saved_before_a_key_was_retired_resumes(tmp_path):
+    """A run saved by a version that still had ``train.vmap_trials``/``vmap_lrs`` (removed for
+    sweep.py --pack) resumes when they were off there, and is another config when they were on."""
+    config = small_adding()
+    config.train.steps = 10
+    Trainer(config, tmp_path, progress=False).run()
+    saved = tmp_path / "config.json"
+    record = json.loads(saved.read_text())
+    record["train"].update(vmap_trials=0, vmap_lrs="")
+    saved.write_text(json.dumps(record))
+    config.train.steps = 20  # an extension of the saved run: it resumes from step 10
+    assert Trainer(config, tmp_path, progress=False).run()["steps"] == 20
+    record = json.loads(saved.read_text())
+    record["train"].update(vmap_trials=4)
+    saved.write_text(json.dumps(record))
+    with pytest.raises(WorkdirMismatch, match="train.vmap_trials"):
+        Trainer(config, tmp_path, progress=False)
+
+
 def test_unknown_names_are_reported_with_choices(tmp_path):
     config = small_adding()
     config.model.cell = "lstmm"

@@ -29,6 +29,10 @@ RESULT_NEUTRAL = frozenset({"train.checkpoint_every", "train.checkpoint_secs",
 #: the training budget: raising it (and nothing else) extends a run rather than making another
 BUDGET = frozenset({"train.epochs", "train.steps"})
 
+#: keys removed from the config, with the value that meant "off": a saved run of an older version
+#: holding that value is the same config (it resumes after an upgrade); any other value is not
+RETIRED = {"train.vmap_trials": 0, "train.vmap_lrs": ""}  # replaced by sweep.py --pack
+
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a kill at any instant leaves the old or the new
@@ -116,5 +120,7 @@ def _diff(old, new, defaults, prefix=""):
             yield from _diff(old[k], new[k], defaults.get(k) or {}, f"{prefix}{k}.")
         elif k not in old and k in defaults and new.get(k) == defaults[k]:
             continue  # added since that run, at its default
+        elif k not in new and k not in defaults and f"{prefix}{k}" in RETIRED and RETIRED[f"{prefix}{k}"] == old[k]:
+            continue  # removed since that run, where it was off
         elif old.get(k) != new.get(k):
             yield f"{prefix}{k}"
