@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lstm_research import prng
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
@@ -47,7 +48,7 @@ def zoneout_update(old, new, rate, key, index, train):
     if not rate:
         return new
     if train:
-        keep = jax.random.bernoulli(jax.random.fold_in(key, index), rate, new.shape)
+        keep = prng.bernoulli(prng.fold_in(key, index), rate, new.shape)
         return jnp.where(keep, old, new)
     return rate * old + (1.0 - rate) * new
 
@@ -157,7 +158,7 @@ def _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout, key, 
             c_in = {**c, cell.recurrent_key: c[cell.recurrent_key] * recurrent_mask}
         new, y = cell.recur(params, c_in, px_t)
         if rates:
-            step_key = jax.random.fold_in(key, t) if train else None
+            step_key = prng.fold_in(key, t) if train else None
             new = {k: zoneout_update(c[k], v, rates.get(k, 0.0), step_key, i, train)
                    for i, (k, v) in enumerate(new.items())}
         if valid is not None:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_research import cells as cells_lib
+from lstm_research import prng
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
@@ -25,7 +26,7 @@ def dropout(key, x, rate, shape=None):
     ``rate`` may be traced (packed trials, each with its own rate; 0 then keeps every unit)."""
     if isinstance(rate, (int, float)) and not rate:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape or x.shape)
+    keep = prng.bernoulli(key, 1.0 - rate, shape or x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
@@ -174,14 +175,14 @@ class Stack:
         new_carries = []
         for layer, (p_layer, c_layer) in enumerate(zip(params["layers"], carries)):
             if train:
-                key, k_in, k_drop = jax.random.split(key, 3)
+                key, k_in, k_drop = prng.split(key, 3)
                 xs = dropout(k_in, xs, rate["input_dropout"] if self.input_dropout else 0,
                              (1, B, xs.shape[-1]))
             outs, c_out = [], {}
             for d in self.directions:
                 rec_mask, zkey = None, None
                 if train:
-                    key, k_rec, zkey = jax.random.split(key, 3)
+                    key, k_rec, zkey = prng.split(key, 3)
                     if self.recurrent_dropout:
                         if self.cell.recurrent_key is None:  # else KeyError: None below
                             raise UserError(

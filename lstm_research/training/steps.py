@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_research import tasks
+from lstm_research import prng, tasks
 from lstm_research.errors import UserError
 from lstm_research.training import optim, parallel
 from lstm_research.training.batches import pad_time
@@ -49,7 +49,7 @@ def make_apply(model, task, noisy: bool):
     def apply(params, batch, carries, train, key, input_noise=None, rates=None):
         x = batch["x"]
         if train and noisy and not task.token_inputs:
-            x = x + input_noise * jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
+            x = x + input_noise * prng.normal(prng.fold_in(key, 1), x.shape, x.dtype)
         extra = {"rates": rates} if rates is not None else {}
         return model.apply({"params": params}, x, carries, batch.get("lengths"),
                            train=train, rngs={"dropout": key} if train else None, **extra)
@@ -100,7 +100,7 @@ def keyed_by_step(train_step):
     """``train_step`` taking ``(..., base_key, step, hyper)``: the step's key is
     ``fold_in(base_key, step)``, computed inside the compiled program (same bits as outside)."""
     def keyed_train_step(params, opt_state, batch, carries, base_key, step, hyper):
-        return train_step(params, opt_state, batch, carries, jax.random.fold_in(base_key, step),
+        return train_step(params, opt_state, batch, carries, prng.fold_in(base_key, step),
                           hyper)
     return keyed_train_step
 
@@ -119,7 +119,7 @@ def chunked(train_step):
             params, opt_state, loss, norm = carry
             batch = jax.tree.map(lambda a: a[j], batches)
             params, opt_state, _, m = train_step(params, opt_state, batch, None,
-                                                 jax.random.fold_in(base_key, first_step + j),
+                                                 prng.fold_in(base_key, first_step + j),
                                                  dict(hyper, lr=lrs[j]))
             return params, opt_state, loss.at[j].set(m["loss"]), norm.at[j].set(m["grad_norm"])
         zeros = jnp.zeros(lrs.shape, jnp.float32)
