@@ -50,6 +50,12 @@ CASES = {  # label: (cell, options)
     "nig_noaf_np": (_cell("nig", output_activation="identity", peepholes=False), {}),
     # no padding of H (16), and two batch blocks (B = 19 -> 32): the grid's second program
     "two_blocks_h16": (cells.get("vanilla", 16), {"B": 19, "lengths": "random"}),
+    # full gate recurrence: the carried (i, f, o) and w_gates (its gradient and the carry's too)
+    "fgr": (_cell("fgr"), {}),
+    "fgr_lengths_reverse": (_cell("fgr"), {"lengths": [T, 1, 0], "reverse": True}),
+    "fgr_mask_lengths": (_cell("fgr"), {"recurrent_mask": True, "lengths": [T - 1, 4, 0]}),
+    "fgr_clip_identity_np": (_cell("fgr", cell_clip=0.3, input_activation="identity",
+                                   peepholes=False), {"lengths": [2, T, 5]}),
 }
 
 
@@ -91,6 +97,8 @@ def _grad_fn(cell, options, weights, lengths, mask, fused):
         f32 = jnp.float32
         value = (jnp.sum(ys.astype(f32) * weights) + jnp.sum(jnp.sin(new["c"].astype(f32)))
                  + jnp.sum(new["h"].astype(f32) ** 2))
+        if "gates" in new:  # FGR's carried (i, f, o): a gradient flows in from the end too
+            value = value + jnp.sum(jnp.cos(3.0 * new["gates"].astype(f32)))
         return value, (ys, new)
     return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
 
@@ -135,19 +143,26 @@ def test_pallas_bfloat16_against_float32_reference():
     _assert_close(got, want, BF16_TOL, "bfloat16")
 
 
-def test_padded_units_stay_exactly_zero():
-    """H = 5 runs as 16 units: the 11 padded ones must stay 0 in c, h and every output."""
-    cell = _cell("vanilla")
+@pytest.mark.parametrize("name", ["vanilla", "fgr"])
+def test_padded_units_stay_exactly_zero(name):
+    """H = 5 runs as 16 units: the 11 padded ones must stay 0 in c. (Their gates are s(0) = 1/2,
+    harmless: they meet only zero rows of w_h and, with FGR, of w_gates' blocks.)"""
+    cell = _cell(name)
     (params, xs, carry), (_, lengths, _) = _case(cell, {"lengths": [T, 2, 0]})
     spec = fused.make_spec(cell, True, False)
     cfg = pallas_lstm._Cfg(spec, 16, True)
     peeps = tuple(params[f"peephole_{g}"] for g in spec.peep)
-    (hT, cT, ys), (C, _) = pallas_lstm._forward(
-        cfg, params["w_x"], params["w_h"], params["b"], peeps, xs, carry["h"], carry["c"],
-        lengths, None, save=True)
+    _, (C, _, *R) = pallas_lstm._forward(
+        cfg, params["w_x"], params["w_h"], params.get("w_gates"), params["b"], peeps, xs,
+        carry["h"], carry["c"], carry.get("gates"), lengths, None, save=True)
     assert C.shape == (T + 1, 16, 16)
     assert not np.asarray(C[:, :, H:]).any()
     assert np.asarray(C[1:, :B, :H]).any()
+    if name == "fgr":
+        assert R[0].shape == (T + 1, 3, 16, 16)
+        blocks = pallas_lstm._gate_blocks(params["w_gates"], H, 16)   # [source, target, in, out]
+        assert not np.asarray(blocks[:, :, H:, :]).any()
+        assert not np.asarray(blocks[:, :, :, H:]).any()
 
 
 def _model_loss(fused, hidden=5):
@@ -184,10 +199,10 @@ def test_config_model_fused_pallas_same_loss_and_grads():
     ("layernorm_lstm", H, "layer_norm", "generic scan"),
     # H = 65 runs as 128 units: 4 gates x 128 x 128 float32 = 256 KiB of w_h, over the budget
     ("vanilla", 65, "above the 160 KiB budget", "fused LSTM layer"),
-    # FGR: the fused layer covers it (from fused.FGR_AUTO_MIN_WIDTH units on, as "auto" does),
-    # these kernels do not
-    ("fgr", 8, "full_gate_recurrence", "generic scan"),
-    ("fgr", 64, "full_gate_recurrence", "fused LSTM layer"),
+    # FGR at H = 64: w_h and w_gates are 13 x 64 x 64 float32 = 208 KiB, plus 36 KiB of tiles
+    ("fgr", 64, "FGR, float32) needs 244 KiB", "fused LSTM layer"),
+    # ... and at H = 40 (padded to 64), below fused.FGR_AUTO_MIN_WIDTH: the generic scan
+    ("fgr", 40, "above the 160 KiB budget", "generic scan"),
 ])
 def test_unsupported_falls_back_with_same_results(spec, hidden, reason, path, monkeypatch):
     monkeypatch.setattr(pallas_lstm, "_LOGGED", set())
@@ -232,10 +247,15 @@ def test_lowers_to_one_triton_kernel_forward_and_one_backward():
     """The real (not interpret-mode) lowering for a GPU, done on this CPU: the gradient of one
     layer and direction is exactly two Triton kernels (the lowering checks Triton's rules:
     power-of-two loads and stores, 2-D dots). Compiling them to PTX needs a GPU: not done."""
-    cell = _cell("vanilla", cell_clip=1.0)
+    for cell, dts in ((_cell("vanilla", cell_clip=1.0), (jnp.float32, jnp.bfloat16)),
+                      (_cell("fgr"), (jnp.float32,))):
+        _lower_for_gpu(cell, dts)
+
+
+def _lower_for_gpu(cell, dts):
     (params, xs, carry), (_, lengths, _) = _case(cell, {"lengths": [T, 2, 0]})
     mask = jnp.ones((B, H))
-    for dt in (jnp.float32, jnp.bfloat16):
+    for dt in dts:
         args = jax.tree.map(lambda a: a.astype(dt), (params, xs, carry))
 
         def loss(p, x, c):
