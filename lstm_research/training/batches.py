@@ -31,10 +31,18 @@ def pad_time(batch: dict) -> dict:
     return pad_time_to(batch, T + (-T % TIME_BUCKET))
 
 
+def padded_length(batch: dict, T: int | None) -> int:
+    """The time length :func:`pad_time_at_least` gives ``batch`` (its own without ``lengths``)."""
+    t = batch["x"].shape[1]
+    if "lengths" not in batch:
+        return t
+    t = t if T is None else max(T, t)
+    return t + (-t % TIME_BUCKET)
+
+
 def pad_time_at_least(batch: dict, T: int | None) -> dict:
     """:func:`pad_time`, but to at least ``T`` steps (rounded up likewise) when ``T`` is given."""
-    t = batch["x"].shape[1] if T is None else max(T, batch["x"].shape[1])
-    return pad_time_to(batch, t + (-t % TIME_BUCKET))
+    return pad_time_to(batch, padded_length(batch, T))
 
 
 def pad_to_longest(batches: list[dict]) -> list[dict]:

@@ -25,7 +25,7 @@ from absl import logging
 from lstm_research import models
 from lstm_research.errors import UserError
 from lstm_research.training import diagnostics, optim, parallel, steps
-from lstm_research.training.batches import pad_time_at_least
+from lstm_research.training.batches import pad_time_at_least, pad_time_to, padded_length
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
@@ -250,18 +250,22 @@ class Trainer:
         every = self.config.train.checkpoint_every
         return min(n, every - step % every) if every else n
 
-    def _next_batches(self, batches, n: int, pending: list) -> list:
-        """Up to ``n`` training batches of one shape (a call's), padded as the split is; a batch of
-        another shape waits in ``pending`` for the next call."""
+    def _next_batches(self, batches, n: int, pending: list) -> tuple[list, int]:
+        """Up to ``n`` training batches that are one shape once padded as the split is (a call's),
+        and that time length; a batch of another shape waits in ``pending`` for the next call.
+        The batches are not padded yet (see ``steps.stack_chunk``)."""
+        def shape(b):
+            T = padded_length(b, self.time_bound.get("train"))
+            return b["x"].shape[:1] + (T,) + b["x"].shape[2:], T
         out = pending[:1]
         del pending[:]
         while len(out) < n:
-            batch = pad_time_at_least(next(batches), self.time_bound.get("train"))
-            if out and batch["x"].shape != out[0]["x"].shape:
+            batch = next(batches)
+            if out and shape(batch)[0] != shape(out[0])[0]:
                 pending.append(batch)
                 break
             out.append(batch)
-        return out
+        return out, shape(out[0])[1]
 
     def _loop(self, arrays, meta, ckpt, reporter):
         tc, task = self.config.train, self.task
@@ -272,18 +276,18 @@ class Trainer:
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]
-            chunk = self._next_batches(batches, self._call_length(step), pending)
+            chunk, T = self._next_batches(batches, self._call_length(step), pending)
             lrs = [optim.learning_rate(tc, s, task.steps_per_epoch, self.total_steps,
                                        meta["plateau_scale"])
                    for s in range(step, step + len(chunk))]
             if self.steps_per_call > 1:
                 k = self.steps_per_call
                 params, opt_state, m = self.train_steps(
-                    arrays["params"], arrays["opt_state"], steps.stack_chunk(chunk, k),
+                    arrays["params"], arrays["opt_state"], steps.stack_chunk(chunk, k, T),
                     np.int32(len(chunk)), base_key, np.int32(step),
                     np.array(lrs + [0.0] * (k - len(lrs)), np.float32), fixed_hyper)
             else:
-                batch = chunk[0]
+                batch = pad_time_to(chunk[0], T)
                 reset = bool(batch.pop("reset", False))
                 batch = parallel.feed_batch(self.mesh, batch)
                 if task.stateful and reset:

@@ -129,13 +129,24 @@ def chunked(train_step):
     return train_steps
 
 
-def stack_chunk(batches: list[dict], size: int) -> dict:
-    """Batches of one shape stacked along a new first axis of ``size`` (the rest zeros)."""
-    first = {k: v for k, v in batches[0].items() if k != "reset"}
-    out = {k: np.zeros((size, *np.shape(v)), np.asarray(v).dtype) for k, v in first.items()}
+def stack_chunk(batches: list[dict], size: int, T: int | None = None) -> dict:
+    """Batches of one shape stacked along a new first axis of ``size`` (the rest zeros); with
+    ``T``, variable-length batches (with ``lengths``) padded with zeros along time to ``T`` steps
+    as :func:`~lstm_research.training.batches.pad_time_to` pads them, in the same copy (padding
+    each batch first cost most of the host time of a batch-1 epoch: fresh arrays each)."""
+    first = {k: np.asarray(v) for k, v in batches[0].items() if k != "reset"}
+    t = first["x"].shape[1] if "lengths" in first and first["x"].ndim >= 2 else None
+    timed = {k for k in ("x", "y") if t is not None and k in first and first[k].ndim >= 2
+             and first[k].shape[1] == t}
+    out = {k: np.zeros((size, *v.shape[:1], T, *v.shape[2:]) if k in timed and T
+                       else (size, *v.shape), v.dtype) for k, v in first.items()}
     for j, batch in enumerate(batches):
         for k in out:
-            out[k][j] = batch[k]
+            v = batch[k]
+            if k in timed and T:
+                out[k][j, :, :v.shape[1]] = v
+            else:
+                out[k][j] = v
     return out
 
 
