@@ -157,6 +157,24 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     assert result["config"]["model"]["hidden_size"] == 9
 
 
+@pytest.mark.parametrize("make", [small_adding, small_stateful])
+def test_small_evaluation_splits_are_built_once(make, tmp_path, monkeypatch):
+    """A split within EVAL_CACHE_BYTES is read from the task once and kept on the device: the
+    next evaluations give the same metrics (stateful too: the reset flags are kept); above the
+    bound every evaluation reads the task again."""
+    from lstm_research.training import loop
+    results = []
+    for limit, passes in ((loop.EVAL_CACHE_BYTES, 1), (0, 3)):
+        monkeypatch.setattr(loop, "EVAL_CACHE_BYTES", limit)
+        t = Trainer(make(), tmp_path / str(limit), progress=False)
+        arrays, _ = t.init_state()
+        calls, read = [], t.task.eval_batches
+        monkeypatch.setattr(t.task, "eval_batches", lambda split: calls.append(split) or read(split))
+        results.append([t.evaluate(arrays["params"], "valid") for _ in range(3)])
+        assert calls == ["valid"] * passes
+    assert results[0] == results[1] and results[0][0] == results[0][2]
+
+
 def test_run_saved_before_a_key_was_retired_resumes(tmp_path):
     """A run saved by a version that still had ``train.vmap_trials``/``vmap_lrs`` (removed for
     sweep.py --pack) resumes when they were off there, and is another config when they were on."""
