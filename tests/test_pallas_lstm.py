@@ -130,8 +130,9 @@ def test_pallas_matches_autodiff_of_generic_scan_every_switch():
         _assert_close(pallas, generic, F32_TOL, label)
 
 
-def test_pallas_bfloat16_against_float32_reference():
-    cell, options = _cell("vanilla"), {"lengths": [T, 1, 4], "recurrent_mask": True}
+@pytest.mark.parametrize("name", ["vanilla", "fgr"])
+def test_pallas_bfloat16_against_float32_reference(name):
+    cell, options = _cell(name), {"lengths": [T, 1, 4], "recurrent_mask": True}
     args, (w, lengths, mask) = _case(cell, options)
     args16, _ = _case(cell, options, jnp.bfloat16)
     ref = _grad_fn(cell, options, w, lengths, mask, False)
@@ -140,7 +141,7 @@ def test_pallas_bfloat16_against_float32_reference():
         args, args16)
     assert {a.dtype for a in jax.tree.leaves(got[1])} == {jnp.dtype(jnp.bfloat16)}
     assert got[0][1][0].dtype == jnp.bfloat16   # ys in the input dtype
-    _assert_close(got, want, BF16_TOL, "bfloat16")
+    _assert_close(got, want, BF16_TOL, f"bfloat16 {name}")
 
 
 @pytest.mark.parametrize("name", ["vanilla", "fgr"])
@@ -248,7 +249,7 @@ def test_lowers_to_one_triton_kernel_forward_and_one_backward():
     layer and direction is exactly two Triton kernels (the lowering checks Triton's rules:
     power-of-two loads and stores, 2-D dots). Compiling them to PTX needs a GPU: not done."""
     for cell, dts in ((_cell("vanilla", cell_clip=1.0), (jnp.float32, jnp.bfloat16)),
-                      (_cell("fgr"), (jnp.float32,))):
+                      (_cell("fgr"), (jnp.float32, jnp.bfloat16))):
         _lower_for_gpu(cell, dts)
 
 
