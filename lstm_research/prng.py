@@ -71,6 +71,11 @@ def split(key, num: int = 2):
     return jax.random.wrap_key_data(jnp.stack([y1, y2], axis=-1), impl="threefry2x32")
 
 
+def _default_float(dtype):
+    """``jax.random``'s default: float64 with ``jax_enable_x64``, else float32."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64) if dtype is None else dtype
+
+
 def _bits(key, shape):
     k = jax.random.key_data(key)
     counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)  # < 2**32: high word 0
@@ -79,9 +84,9 @@ def _bits(key, shape):
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "dtype"))
-def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
+def uniform(key, shape, dtype=None, minval=0.0, maxval=1.0):
     """``jax.random.uniform(key, shape, dtype, minval, maxval)``."""
-    shape = tuple(shape)
+    shape, dtype = tuple(shape), _default_float(dtype)
     if not _fast(key, dtype, shape):
         return jax.random.uniform(key, shape, dtype, minval, maxval)
     lo, hi = jnp.asarray(minval, jnp.float32), jnp.asarray(maxval, jnp.float32)
@@ -92,9 +97,9 @@ def uniform(key, shape, dtype=jnp.float32, minval=0.0, maxval=1.0):
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "dtype"))
-def normal(key, shape, dtype=jnp.float32):
+def normal(key, shape, dtype=None):
     """``jax.random.normal(key, shape, dtype)``: ``sqrt(2) erfinv(u)``, u uniform in (-1, 1)."""
-    shape = tuple(shape)
+    shape, dtype = tuple(shape), _default_float(dtype)
     if not _fast(key, dtype, shape):
         return jax.random.normal(key, shape, dtype)
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0))

@@ -54,6 +54,18 @@ def test_under_vmap_and_with_an_array_of_probabilities():
     same_bits(prng.bernoulli(KEYS[0], p, (4, 9)), jax.random.bernoulli(KEYS[0], p, (4, 9)))
 
 
+def test_with_x64_enabled():
+    with jax.enable_x64(True):
+        key = jax.random.key(3)
+        same_bits(jax.jit(lambda k: prng.normal(prng.fold_in(k, 2 ** 31 + 5), (5, 7),
+                                                jnp.float32))(key),
+                  jax.jit(lambda k: jax.random.normal(jax.random.fold_in(k, 2 ** 31 + 5), (5, 7),
+                                                      jnp.float32))(key))
+        # float64 draws (the default dtype there) go to jax.random itself
+        same_bits(prng.normal(key, (5,)), jax.random.normal(key, (5,)))
+        same_bits(prng.bernoulli(key, 0.3, (9,)), jax.random.bernoulli(key, 0.3, (9,)))
+
+
 def test_other_implementations_and_dtypes_fall_back_to_jax_random():
     rbg = jax.random.key(3, impl="rbg")
     same_bits(prng.normal(rbg, (4, 5)), jax.random.normal(rbg, (4, 5)))
