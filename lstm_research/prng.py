@@ -53,22 +53,28 @@ def _fast(key, dtype=jnp.float32, shape=()) -> bool:
             and jnp.dtype(dtype) == jnp.float32 and math.prod(shape) < 2 ** 32)
 
 
+def _hash(key, counter):
+    """The two output words of the hash of the uint32 counters ``counter`` (high word 0)."""
+    k = jax.random.key_data(key)
+    return threefry2x32(k[0], k[1], jnp.zeros(counter.shape, jnp.uint32), counter)
+
+
+def _key(y1, y2):
+    return jax.random.wrap_key_data(jnp.stack([y1, y2], axis=-1), impl="threefry2x32")
+
+
 def fold_in(key, data):
     """``jax.random.fold_in(key, data)`` (a typed scalar key; ``data`` an integer scalar)."""
     if not _fast(key):
         return jax.random.fold_in(key, data)
-    k = jax.random.key_data(key)
-    y1, y2 = threefry2x32(k[0], k[1], jnp.zeros((), jnp.uint32), jnp.asarray(data, jnp.uint32))
-    return jax.random.wrap_key_data(jnp.stack([y1, y2]), impl="threefry2x32")
+    return _key(*_hash(key, jnp.asarray(data, jnp.uint32)))
 
 
 def split(key, num: int = 2):
     """``jax.random.split(key, num)`` (a typed scalar key): key ``j`` is the hash of counter j."""
     if not _fast(key):
         return jax.random.split(key, num)
-    k = jax.random.key_data(key)
-    y1, y2 = threefry2x32(k[0], k[1], jnp.zeros((num,), jnp.uint32), lax.iota(jnp.uint32, num))
-    return jax.random.wrap_key_data(jnp.stack([y1, y2], axis=-1), impl="threefry2x32")
+    return _key(*_hash(key, lax.iota(jnp.uint32, num)))
 
 
 def _default_float(dtype):
@@ -77,9 +83,7 @@ def _default_float(dtype):
 
 
 def _bits(key, shape):
-    k = jax.random.key_data(key)
-    counter = lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)  # < 2**32: high word 0
-    y1, y2 = threefry2x32(k[0], k[1], jnp.zeros(shape, jnp.uint32), counter)
+    y1, y2 = _hash(key, lax.iota(jnp.uint32, math.prod(shape)).reshape(shape))  # < 2**32
     return y1 ^ y2
 
 

@@ -10,18 +10,26 @@ import numpy as np
 TIME_BUCKET = 32  # variable-length batches are padded to a multiple of this (fewer recompiles)
 
 
+def time_keys(batch: dict) -> tuple:
+    """The keys padded along time: ``x`` and a per-step ``y`` of a variable-length batch (one
+    with ``lengths``); none otherwise."""
+    if "lengths" not in batch:
+        return ()
+    t = batch["x"].shape[1]
+    return tuple(k for k in ("x", "y") if k in batch and np.ndim(batch[k]) >= 2
+                 and np.shape(batch[k])[1] == t)
+
+
 def pad_time_to(batch: dict, T: int) -> dict:
     """Zero-pad the time axis of a variable-length batch's ``x`` and per-step ``y`` to ``T``."""
-    t = batch["x"].shape[1]
-    if "lengths" not in batch or t == T:
+    if batch["x"].shape[1] == T:
         return batch
     out = dict(batch)
-    for k in ("x", "y"):
+    for k in time_keys(batch):
         a = batch[k]
-        if a.ndim >= 2 and a.shape[1] == t:
-            # zeros and a slice assignment: np.pad cost 10x more (a batch-1 update is ~0.5 ms)
-            out[k] = np.zeros((a.shape[0], T, *a.shape[2:]), a.dtype)
-            out[k][:, :t] = a
+        # zeros and a slice assignment: np.pad cost 10x more (a batch-1 update is ~0.5 ms)
+        out[k] = np.zeros((a.shape[0], T, *a.shape[2:]), a.dtype)
+        out[k][:, :a.shape[1]] = a
     return out
 
 

@@ -284,15 +284,16 @@ class Trainer:
         def shape(b):
             T = padded_length(b, self.time_bound.get("train"))
             return b["x"].shape[:1] + (T,) + b["x"].shape[2:], T
-        out = pending[:1]
+        out = pending[:1] or [next(batches)]
         del pending[:]
+        first, T = shape(out[0])
         while len(out) < n:
             batch = next(batches)
-            if out and shape(batch)[0] != shape(out[0])[0]:
+            if shape(batch)[0] != first:
                 pending.append(batch)
                 break
             out.append(batch)
-        return out, shape(out[0])[1]
+        return out, T
 
     def _loop(self, arrays, meta, ckpt, reporter):
         tc, task = self.config.train, self.task

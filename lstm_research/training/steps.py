@@ -17,7 +17,7 @@ import optax
 from lstm_research import prng, tasks
 from lstm_research.errors import UserError
 from lstm_research.training import optim, parallel
-from lstm_research.training.batches import pad_time
+from lstm_research.training.batches import pad_time, time_keys
 
 
 def build_task(config, mesh) -> tasks.Task:
@@ -135,15 +135,13 @@ def stack_chunk(batches: list[dict], size: int, T: int | None = None) -> dict:
     as :func:`~lstm_research.training.batches.pad_time_to` pads them, in the same copy (padding
     each batch first cost most of the host time of a batch-1 epoch: fresh arrays each)."""
     first = {k: np.asarray(v) for k, v in batches[0].items() if k != "reset"}
-    t = first["x"].shape[1] if "lengths" in first and first["x"].ndim >= 2 else None
-    timed = {k for k in ("x", "y") if t is not None and k in first and first[k].ndim >= 2
-             and first[k].shape[1] == t}
-    out = {k: np.zeros((size, *v.shape[:1], T, *v.shape[2:]) if k in timed and T
+    timed = time_keys(first) if T else ()
+    out = {k: np.zeros((size, *v.shape[:1], T, *v.shape[2:]) if k in timed
                        else (size, *v.shape), v.dtype) for k, v in first.items()}
     for j, batch in enumerate(batches):
         for k in out:
             v = batch[k]
-            if k in timed and T:
+            if k in timed:
                 out[k][j, :, :v.shape[1]] = v
             else:
                 out[k][j] = v

@@ -32,6 +32,7 @@ BUDGET = frozenset({"train.epochs", "train.steps"})
 #: keys removed from the config, with the value that meant "off": a saved run of an older version
 #: holding that value is the same config (it resumes after an upgrade); any other value is not
 RETIRED = {"train.vmap_trials": 0, "train.vmap_lrs": ""}  # replaced by sweep.py --pack
+_NONE = object()  # no retired value
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -120,7 +121,7 @@ def _diff(old, new, defaults, prefix=""):
             yield from _diff(old[k], new[k], defaults.get(k) or {}, f"{prefix}{k}.")
         elif k not in old and k in defaults and new.get(k) == defaults[k]:
             continue  # added since that run, at its default
-        elif k not in new and k not in defaults and f"{prefix}{k}" in RETIRED and RETIRED[f"{prefix}{k}"] == old[k]:
+        elif k not in new and RETIRED.get(f"{prefix}{k}", _NONE) == old[k]:
             continue  # removed since that run, where it was off
         elif old.get(k) != new.get(k):
             yield f"{prefix}{k}"
