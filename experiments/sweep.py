@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a worker is replaced when its resident memory exceeds this (GB) after a trial")
     r.add_argument("--executor", default="local", choices=("local", "submitit_local", "slurm"))
     r.add_argument("--retry_failed", action="store_true", help="rerun failed trials")
+    r.add_argument("--restore_results", default=None, metavar="RESULTS_CSV",
+                   help="first record the done trials of RESULTS_CSV (this sweep's results.csv, e.g. committed "
+                        "from a machine whose sweep directory is gone) as done, then run the rest; their "
+                        "curves and checkpoints are not restored")
     r.add_argument("--overwrite", action="store_true",
                    help="replace a different spec in --sweep_dir (trial dirs are kept and reused)")
     r.add_argument("--dry_run", action="store_true", help="print the trials and their commands, run nothing")
@@ -224,7 +228,8 @@ def run(argv: list[str] | None = None) -> int:
                        retry_failed=args.retry_failed, overwrite=args.overwrite,
                        kill_timeout=args.kill_timeout,
                        gpus=args.gpus.split(",") if args.gpus else None, submitit_options=options,
-                       workers=workers, pack=args.pack, progress=not args.no_progress)
+                       workers=workers, pack=args.pack, progress=not args.no_progress,
+                       restore_from=args.restore_results)
     c = report.counts
     print(f"sweep {report.sweep_dir}: " + ", ".join(f"{n} {s}" for s, n in c.items() if n))
     if report.interrupted is not None:

@@ -249,6 +249,39 @@ def test_different_spec_is_refused_unless_overwrite_which_reuses_matching_trials
     assert len(list((env / "sweep").glob("sweep.json.*.bak"))) == 1
 
 
+def test_restore_results_resumes_a_sweep_whose_directory_is_gone(env):
+    spec = _spec(env, ["model.cell=vanilla,nig,cifg"], "fake.fail_cell=nig")
+    first = _run(env, spec)
+    ids = {t.overrides["model.cell"]: t.id for t in spec.expand()}
+    assert first.states[ids["nig"]] == "failed"
+    kept = env / "kept_results.csv"  # what a committed results.csv holds after the machine is wiped
+    kept.write_text((env / "sweep" / "results.csv").read_text())
+    before = {r["trial"]: r for r in read_results_csv(kept)}
+
+    # a sweep of other trials is refused before anything is written
+    other = _spec(env, ["model.cell=np"])
+    with pytest.raises(UserError, match=r"2 of its 2 done trials are not trials of this sweep"):
+        _run(env, other, sweep="other", restore_from=kept)
+    assert not (env / "other").exists()
+    with pytest.raises(UserError, match="no such file"):
+        _run(env, spec, sweep="fresh", restore_from=env / "missing.csv")
+
+    report = _run(env, spec, sweep="fresh", restore_from=kept, retry_failed=True)
+    # the two done trials are not run again; the failed one is (retry_failed), and fails again
+    assert _starts(env)[3:] == [ids["nig"]]
+    assert report.states == first.states
+    after = {r["trial"]: r for r in read_results_csv(env / "fresh" / "results.csv")}
+    for cell in ("vanilla", "cifg"):
+        a, b = after[ids[cell]], before[ids[cell]]
+        assert {k: a[k] for k in ("status", "valid_nll", "test_nll", "steps", "num_params", "attempts")} == \
+            {k: b[k] for k in ("status", "valid_nll", "test_nll", "steps", "num_params", "attempts")}
+        res = json.loads((env / "fresh" / ids[cell] / "result.json").read_text())
+        assert res["restored_from"] == str(kept) and not (env / "fresh" / ids[cell] / "metrics.jsonl").exists()
+    # restoring again changes nothing (the trials already hold results)
+    again = _run(env, spec, sweep="fresh", restore_from=kept)
+    assert again.states == first.states and len(_starts(env)) == 4
+
+
 def test_locked_sweep_dir_and_missing_entry_are_clear_errors(env):
     spec = _spec(env, ["seed=0"])
     (env / "sweep").mkdir()

@@ -14,7 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lstm_research.sweeps.sweepdir import RESULT_JSON, load_sweep, read_json, trial_state
+from lstm_research.errors import UserError
+from lstm_research.sweeps.spec import Trial
+from lstm_research.sweeps.sweepdir import (RESULT_JSON, STATUS_JSON, load_sweep, now, read_json,
+                                           trial_state, write_json)
 from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "is_num",
     "ordered_groups",
     "read_results_csv",
+    "restorable_rows",
+    "restore_results",
     "write_results_csv",
 ]
 
@@ -129,3 +134,55 @@ def ordered_groups(rows: Sequence[Mapping], keys: Sequence[str]) -> dict[str, li
 def is_num(v: Any) -> bool:
     """A real number (not a bool, not NaN): a usable metric value."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+
+
+
+def restorable_rows(csv_path: Path | str, trials: Sequence[Trial]) -> list[dict]:
+    """The done rows of ``csv_path`` (a results.csv of this sweep, e.g. one committed from another
+    machine whose sweep directory is gone), checked to be trials of ``trials``.
+
+    A row is matched to a trial by its id, which hashes the trial's config and overrides, so a row of
+    any other sweep is refused (:class:`UserError`), before anything is written.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"--restore_results {csv_path}: no such file (pass a sweep's results.csv)")
+    try:
+        rows = read_results_csv(csv_path)
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"--restore_results {csv_path}: not a readable results.csv ({e})") from None
+    if rows and not {"trial", "status"} <= set(rows[0]):
+        raise UserError(f"--restore_results {csv_path}: not a results.csv (no 'trial' and 'status' columns)")
+    ids = {t.id for t in trials}
+    done = [r for r in rows if r["status"] == "done"]
+    foreign = [r["trial"] for r in done if r["trial"] not in ids]
+    if foreign:
+        raise UserError(f"--restore_results {csv_path}: {len(foreign)} of its {len(done)} done trials are "
+                        f"not trials of this sweep (e.g. {foreign[0]!r}); it holds another sweep's results")
+    return done
+
+
+def restore_results(sweep_dir: Path | str, rows: Sequence[Mapping], source: str) -> int:
+    """Records :func:`restorable_rows` as done trials; returns how many were restored.
+
+    A trial whose directory already holds a result is left alone. The rebuilt result.json holds what
+    the row holds (metric, valid/test values, steps, wall time, parameter count) and
+    ``restored_from``; the trial's curves (metrics.jsonl) and checkpoints are not restored.
+    """
+    restored = 0
+    for r in rows:
+        tdir = Path(sweep_dir) / r["trial"]
+        if (tdir / RESULT_JSON).exists():
+            continue
+        tdir.mkdir(parents=True, exist_ok=True)
+        result = {"status": "done", "metric": r.get("metric"), "lower_is_better": r.get("lower_is_better"),
+                  **{split: {k[len(split) + 1:]: v for k, v in r.items()
+                             if k.startswith(split + "_") and v is not None}
+                     for split in ("valid", "test")},
+                  **{k: r.get(k) for k in ("steps", "wall_time", "num_params")},
+                  "restored_from": source, "restored_at": now()}
+        write_json(tdir / RESULT_JSON, result)
+        write_json(tdir / STATUS_JSON, {"status": "done", "attempts": r.get("attempts"),
+                                        "returncode": r.get("returncode"), "restored_from": source})
+        restored += 1
+    return restored

@@ -30,7 +30,7 @@ from lstm_research.sweeps.check import check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
 from lstm_research.sweeps.packs import Pack, mark_running, pack_log, plan_packs, prepare_pack
-from lstm_research.sweeps.results import write_results_csv
+from lstm_research.sweeps.results import restorable_rows, restore_results, write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
 from lstm_research.sweeps.sweepdir import (
@@ -321,6 +321,7 @@ def run_sweep(
     pack: int | None = None,
     progress: bool = True,
     write_results: bool = True,
+    restore_from: Path | str | None = None,
 ) -> SweepReport:
     """Runs (or resumes) a sweep; returns when every trial finished or a signal stopped it.
 
@@ -332,6 +333,8 @@ def run_sweep(
       gpus: local executor only: device ids handed out round-robin per slot via CUDA_VISIBLE_DEVICES.
       pack: train up to this many trials that share a compiled program in one process, as one
         vmapped program (``run.py --pack``; see :mod:`lstm_research.sweeps.packs`).
+      restore_from: a results.csv of this sweep whose done trials are recorded as done first (see
+        :func:`~lstm_research.sweeps.results.restore_results`).
       env: extra environment variables for the trials. With ``parallel > 1`` the local executor also sets
         ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (unless set) so JAX trials can share a GPU.
     """
@@ -366,12 +369,16 @@ def run_sweep(
     check_spec(spec, cwd)  # every key and value against the trial config, before anything is written
     if pack:  # trials that cannot share a program are refused before anything is written too
         plan_packs(spec, sweep_dir, spec.run_order(spec.expand()), int(pack), cwd)
+    restored = restorable_rows(restore_from, spec.expand()) if restore_from is not None else []
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if executor == "local" and int(parallel) > 1:
         full_env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite)
+        if restore_from is not None:
+            n = restore_results(sweep_dir, restored, str(restore_from))
+            tqdm.write(f"[sweep] restored {n} done trials from {restore_from}", file=sys.stderr)
         if workers is not None:
             if workers.cache_dir is None:
                 workers = dataclasses.replace(workers, cache_dir=str(sweep_dir / ".jax_cache"))
