@@ -338,3 +338,22 @@ def test_several_updates_per_call_refused_with_carried_state(tmp_path):
     c.train.steps_per_call = 3
     with pytest.raises(UserError, match=r"train.steps_per_call=3.*carried state.*steps_per_call=1"):
         Trainer(c, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("optimizer", optim.OPTIMIZERS)
+def test_init_state_equals_the_optimizers_own_init(optimizer):
+    """optim.init_state (zeros of the traced shapes, the learning rate set) is tx.init exactly:
+    same tree, dtypes, weak types and values, with clipping and weight decay in the chain too."""
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=5), jnp.float32)}
+    for clip, decay in ((0.0, 0.0), (1.0, 1e-4)):
+        c = base_config("adding")
+        c.train.optimizer, c.train.clip_norm, c.train.weight_decay, c.train.lr = optimizer, clip, decay, 3e-3
+        tx = optim.build_optimizer(c.train)
+        want, got = tx.init(params), optim.init_state(tx, params, c.train.lr)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            g = jnp.asarray(g)
+            assert (g.shape, g.dtype, g.weak_type) == (w.shape, w.dtype, w.weak_type)
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))

@@ -367,9 +367,10 @@ class Trainer:
                         plateau_bad=0)
             # written with the next latest checkpoint (best before latest): the params are
             # copied because the next train step donates their buffers
-            self._unsaved_best = (meta["step"], {"params": jax.tree.map(jnp.copy,
-                                                                        arrays["params"])},
-                                  dict(meta))
+            # (device_put copies without compiling a copy program per parameter shape)
+            self._unsaved_best = (meta["step"], {"params": jax.tree.map(
+                lambda x: jax.device_put(x, x.sharding, may_alias=False), arrays["params"])},
+                dict(meta))
         else:
             meta["bad_evals"] += 1
             meta["plateau_bad"] += 1
@@ -397,8 +398,15 @@ class Trainer:
         return result
 
 
+@jax.jit
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
 def _finite(tree) -> bool:
-    return all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(tree))
+    """Every value of ``tree`` is finite: one compiled program per tree of shapes (an eager
+    ``isfinite(x).all()`` per array compiled two per parameter shape, every new width)."""
+    return bool(_all_finite(tree))
 
 
 def _last_good(ckpt, workdir) -> str:

@@ -201,7 +201,7 @@ def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     args = (k_init, k_reinit, batch["x"], batch.get("lengths"))
     params = _init_program(config, init, args)(*args)
     params = parallel.shard_params(mesh, params)
-    opt_state = parallel.shard_params(mesh, tx.init(params))
+    opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
     return {"params": params, "opt_state": opt_state, "carries": carries}
 
