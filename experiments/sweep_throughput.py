@@ -47,6 +47,7 @@ FULL_STUDY_TRIAL_EPOCHS = 1800 * 60
 # epochs per trial of the full study: the issue's estimate, and the mean of the 141 trials of the
 # recorded paper-protocol sweep (experiments/results/greff2015_paper; 82 of them ran all 150)
 STUDY_EPOCHS = (60, 122)
+WARM_WIDTH = 17  # the first timing trial (imports, data) runs at a width outside the timed ones
 
 
 def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
@@ -110,8 +111,9 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     import run
 
     out = {}
+    time_trial(run.main, root / "warm", WARM_WIDTH, 1, sets=sets)  # imports, the data, per-process programs
     for w in widths:
-        time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # compile, load the data
+        t0 = time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # a new width: compiles
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
@@ -119,6 +121,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         epoch = (t2 - t1) / extra
         out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
+                       "fixed_cost_new_width_s": round(t0 - epoch, 3),
                        f"trial_{1 + extra}_epochs_s": round(t2, 3)}
     return out
 
@@ -241,6 +244,57 @@ def packed_study_s(per_width: dict, packed: dict, k: int, epochs: int, seed: int
     return total
 
 
+def study_trials(cells: str, draws: int, seed: int) -> list[tuple[str, int]]:
+    """``(cell, width)`` of a Greff sweep's trials (cells x draws, AXES), in the order workers
+    take them."""
+    from lstm_research.sweeps.spec import spec_from_strings
+
+    spec = spec_from_strings(CONFIG, grid=[f"model.cell={cells}"], random=list(AXES), trials=draws,
+                             sweep_seed=seed)
+    return [(t.overrides["model.cell"], t.overrides["model.hidden_size"])
+            for t in spec.run_order(spec.expand())]
+
+
+def worker_s(per_width: dict, trials, epochs: int) -> float:
+    """Seconds of one worker's work for ``trials`` (cell, width), each run for ``epochs`` epochs:
+    a trial costs the fixed cost of a new width (compiling its programs) the first time its cell
+    and width come up in the sweep (workers share the compilation cache), a seen width's fixed
+    cost after that, plus its epochs (times interpolated log-log between the measured widths)."""
+    import numpy as np
+    ws = np.log(np.array(sorted(int(w) for w in per_width), float))
+
+    def at(name, w):
+        v = np.array([per_width[str(int(x))][name] for x in sorted(int(k) for k in per_width)])
+        return float(np.exp(np.interp(np.log(w), ws, np.log(np.maximum(v, 1e-6)))))
+    seen, total = set(), 0.0
+    for cell, w in trials:
+        total += at("fixed_cost_per_trial_s" if (cell, w) in seen else "fixed_cost_new_width_s", w)
+        total += epochs * at("epoch_s", w)
+        seen.add((cell, w))
+    return total
+
+
+def project_workers(report: dict, args) -> dict:
+    """Hours for the full study's own draws (9 variants x 200, sweep seed 0) in ``P`` workers,
+    per :func:`worker_s`: widths repeat (963 distinct variant-widths among the 1800 draws), so
+    most trials after the first hundreds compile nothing. Calibrated by the workers mode of this
+    run: its measured wall time over what :func:`worker_s` predicts for its own draws (P workers
+    share the machine's cores and caches)."""
+    from lstm_research.cells import GREFF_VARIANTS
+
+    full = study_trials(",".join(GREFF_VARIANTS), 200, 0)
+    out = {"distinct_variant_widths": len(set(full))}
+    m = report["modes"].get("workers")
+    if m is not None:
+        bench = worker_s(report["per_width"], study_trials(",".join(report["cells"]), args.draws,
+                                                           args.sweep_seed), args.epochs) / args.parallel
+        out["calibration"] = round(m["wall_s"] / bench, 3)
+    for e in STUDY_EPOCHS:
+        out[str(e)] = round(worker_s(report["per_width"], full, e) / args.parallel / 3600
+                            * out.get("calibration", 1.0), 2)
+    return out
+
+
 def project(report: dict, args) -> dict:
     """Hours for 1800 trials of E epochs, per mode: the measured mean trial duration (its fixed
     cost and E_bench epochs) plus (E - E_bench) epochs at the mean epoch time over drawn widths,
@@ -319,6 +373,10 @@ def main(argv=None) -> int:
         for e, h in report["projection"].items():
             print(f"projected full study (1800 trials x {e} epochs, {args.parallel} at a time): "
                   + ", ".join(f"{m} {v:.1f} h" for m, v in h.items()))
+        report["projection_workers_study_draws"] = p = project_workers(report, args)
+        print(f"projected full study in {args.parallel} workers, on its own draws ({p['distinct_variant_widths']} "
+              f"distinct variant-widths; calibration {p.get('calibration', 1.0):.2f}): "
+              + ", ".join(f"{p[str(e)]:.1f} h at {e} epochs" for e in STUDY_EPOCHS))
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
