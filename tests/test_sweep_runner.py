@@ -282,6 +282,25 @@ def test_restore_results_resumes_a_sweep_whose_directory_is_gone(env):
     assert again.states == first.states and len(_starts(env)) == 4
 
 
+def test_results_csv_is_rewritten_while_the_sweep_runs(env, monkeypatch):
+    """A sweep killed without writing results.csv at its end leaves a recent one behind."""
+    from lstm_research.sweeps import scheduler
+
+    snapshots, original = [], scheduler.write_results_csv
+
+    def write(sweep_dir, *a, **k):
+        path = original(sweep_dir, *a, **k)
+        snapshots.append([r["status"] for r in read_results_csv(path)])
+        return path
+    monkeypatch.setattr(scheduler, "write_results_csv", write)
+    monkeypatch.setattr(scheduler, "RESULTS_EVERY_S", 0.3)
+    spec = _spec(env, ["seed=0,1,2"], "fake.sleep=1.0")
+    assert _run(env, spec).ok
+    during = snapshots[:-1]  # the last one is the end-of-run write
+    assert during and any(s.count("done") in (1, 2) for s in during), snapshots
+    assert snapshots[-1] == ["done"] * 3
+
+
 def test_locked_sweep_dir_and_missing_entry_are_clear_errors(env):
     spec = _spec(env, ["seed=0"])
     (env / "sweep").mkdir()

@@ -52,6 +52,8 @@ from lstm_research.sweeps.sweepdir import (
 __all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "WorkerOptions", "run_sweep"]
 
 EXECUTORS = ("local", "submitit_local", "slurm")
+#: seconds between rewrites of results.csv while a sweep runs (and at its end, as always)
+RESULTS_EVERY_S = 60.0
 
 
 @dataclasses.dataclass
@@ -96,8 +98,9 @@ class _Sweep:
     """One run of a sweep: the queue, the slots, the signal handling."""
 
     def __init__(self, spec, sweep_dir, trials, *, parallel, launcher, entry, python, cwd, retry_failed,
-                 kill_timeout, env, progress, pack=None):
+                 kill_timeout, env, progress, pack=None, results_every=None):
         self.spec, self.sweep_dir, self.trials, self.pack = spec, sweep_dir, trials, pack
+        self.results_every = results_every  # seconds between results.csv rewrites; None: never
         self.parallel, self.launcher = parallel, launcher
         self.entry, self.python, self.cwd = entry, python, cwd
         self.retry_failed, self.kill_timeout, self.env = retry_failed, kill_timeout, env
@@ -251,7 +254,7 @@ class _Sweep:
             postfix()
 
         postfix()
-        last_poll = 0.0
+        last_poll, last_results = 0.0, time.time()
         with self._signals():
             try:
                 while (queue or running) and self.stop_signal is None:
@@ -267,6 +270,9 @@ class _Sweep:
                             res = self.launcher.poll(run.handle)
                             if res is not None:
                                 finish(run, *res)
+                    if self.results_every is not None and time.time() - last_results >= self.results_every:
+                        last_results = time.time()
+                        self._write_results()
                     time.sleep(0.05)
             except KeyboardInterrupt:  # signal handlers could not be installed (not the main thread)
                 self.stop_signal = signal.SIGINT
@@ -279,6 +285,15 @@ class _Sweep:
         counts = {s: sum(v == s for v in states.values())
                   for s in ("done", "failed", "interrupted", "running", "pending")}
         return SweepReport(self.sweep_dir, counts, states, self.stop_signal)
+
+    def _write_results(self) -> None:
+        """results.csv as it stands, while the sweep runs: a sweep killed without a chance to
+        write it (SIGKILL, a machine taken away) leaves a table at most ``results_every`` old, for
+        ``--restore_results``."""
+        try:
+            write_results_csv(self.sweep_dir)
+        except Exception as e:  # noqa: BLE001 - bookkeeping never stops the sweep
+            tqdm.write(f"[sweep] could not write results.csv: {e}", file=sys.stderr)
 
     def _stop_all(self, running: dict, finish) -> None:
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "an error"
@@ -391,7 +406,8 @@ def run_sweep(
         sweep = _Sweep(spec, sweep_dir, trials, parallel=int(parallel), launcher=launcher, entry=str(entry),
                        python=python or sys.executable, cwd=cwd, retry_failed=retry_failed,
                        kill_timeout=float(kill_timeout), env=full_env, progress=progress,
-                       pack=int(pack) if pack else None)
+                       pack=int(pack) if pack else None,
+                       results_every=RESULTS_EVERY_S if write_results else None)
         try:
             report = sweep.run()
         finally:

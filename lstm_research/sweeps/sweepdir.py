@@ -3,7 +3,7 @@
 Layout::
 
     SWEEP_DIR/sweep.json            spec + trial list (a different spec is refused unless overwrite=True)
-    SWEEP_DIR/results.csv           one row per trial (rewritten at the end of every run; see results.py)
+    SWEEP_DIR/results.csv           one row per trial (rewritten every minute of a run and at its end)
     SWEEP_DIR/.sweep.lock           held by the sweep process running in the directory
     SWEEP_DIR/<trial id>/           the trial's --workdir
         log.txt                     stdout+stderr of every attempt, appended (a header line per attempt)
