@@ -244,6 +244,27 @@ def packed_study_s(per_width: dict, packed: dict, k: int, epochs: int, seed: int
     return total
 
 
+def machine_probe() -> dict:
+    """How fast this machine is today, for comparing runs on these shared machines (their speed
+    moved 2-3x between sessions): one 2048x2048 float32 matmul (GFLOP/s, best of 5) and one
+    jitted batch-1 matvec call at width 200 (us, median of 500), both in a subprocess."""
+    code = """
+import json, time, jax, jax.numpy as jnp
+a = jnp.ones((2048, 2048)); f = jax.jit(lambda a: a @ a); f(a).block_until_ready()
+best = 1e9
+for _ in range(5):
+    t = time.perf_counter(); f(a).block_until_ready(); best = min(best, time.perf_counter() - t)
+v, w = jnp.ones((1, 200)), jnp.ones((200, 800)); g = jax.jit(lambda v, w: v @ w); g(v, w).block_until_ready()
+ts = []
+for _ in range(500):
+    t = time.perf_counter(); g(v, w).block_until_ready(); ts.append(time.perf_counter() - t)
+print(json.dumps({"matmul_2048_gflops": round(2 * 2048 ** 3 / best / 1e9, 1),
+                  "matvec_call_us": round(sorted(ts)[250] * 1e6, 1)}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-300:]}
+
+
 def study_trials(cells: str, draws: int, seed: int) -> list[tuple[str, int]]:
     """``(cell, width)`` of a Greff sweep's trials (cells x draws, AXES), in the order workers
     take them."""
@@ -337,7 +358,8 @@ def main(argv=None) -> int:
             p.error(f"--{name} must be >= 1")
     report = {"protocol": CONFIG, "axes": AXES, "cells": args.cells.split(","), "draws": args.draws,
               "epochs": args.epochs, "parallel": args.parallel, "pack": args.pack, "cpus": len(os.sched_getaffinity(0)),
-              "machine": platform.processor() or platform.machine(), "modes": {}}
+              "machine": platform.processor() or platform.machine(), "machine_probe": machine_probe(),
+              "modes": {}}
     with tempfile.TemporaryDirectory(prefix="sweep_throughput_") as tmp:
         root = Path(tmp)
         for mode in [m for m in args.modes.split(",") if m not in ("", "none")]:
