@@ -37,8 +37,8 @@ from lstm_research.sweeps.sweepdir import (
     ERROR_TXT,
     LOG_TAIL_LINES,
     LOG_TXT,
-    RESULT_JSON,
     STATUS_JSON,
+    describe_returncode,
     log_tail,
     now,
     prepare_sweep_dir,
@@ -52,8 +52,7 @@ from lstm_research.sweeps.sweepdir import (
 __all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "WorkerOptions", "run_sweep"]
 
 EXECUTORS = ("local", "submitit_local", "slurm")
-#: seconds between rewrites of results.csv while a sweep runs (and at its end, as always)
-RESULTS_EVERY_S = 60.0
+RESULTS_EVERY_S = 60.0  # seconds between rewrites of results.csv while a sweep runs
 
 
 @dataclasses.dataclass
@@ -66,17 +65,6 @@ class SweepReport:
     @property
     def ok(self) -> bool:
         return self.interrupted is None and self.counts.get("done", 0) == len(self.states)
-
-
-def _describe_returncode(rc: int | None) -> str:
-    if rc is None:
-        return "no return code"
-    if rc < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-rc).name}"
-    if rc == 0:
-        return f"exited with code 0 but wrote no {RESULT_JSON} with status 'done'"
-    return f"exited with code {rc}"
 
 
 @dataclasses.dataclass
@@ -200,7 +188,7 @@ class _Sweep:
         if failure is not None:  # diverged inside its pack; the others went on
             reason, last = "diverged in its pack", str(failure.get("error", ""))
         else:
-            reason = err or _describe_returncode(rc)
+            reason = err or describe_returncode(rc)
             last = next((ln.strip() for ln in reversed(tail.splitlines())
                          if ln.strip() and not ln.startswith("=====")), "")
         st = self._write_status(trial, status="failed", error=f"{reason}: {last}" if last else reason,
@@ -287,9 +275,7 @@ class _Sweep:
         return SweepReport(self.sweep_dir, counts, states, self.stop_signal)
 
     def _write_results(self) -> None:
-        """results.csv as it stands, while the sweep runs: a sweep killed without a chance to
-        write it (SIGKILL, a machine taken away) leaves a table at most ``results_every`` old, for
-        ``--restore_results``."""
+        """results.csv as it stands, while the sweep runs (for ``--restore_results`` after a SIGKILL)."""
         try:
             write_results_csv(self.sweep_dir)
         except Exception as e:  # noqa: BLE001 - bookkeeping never stops the sweep
@@ -361,12 +347,6 @@ def run_sweep(
         if executor != "local":
             raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
                             f"--executor {executor} (drop --workers to submit one job per trial)")
-        if int(workers.workers) < 1:
-            raise UserError(f"--workers must be >= 1 (worker processes), got {workers.workers}")
-        if int(workers.max_trials) < 1:
-            raise UserError(f"--worker_max_trials must be >= 1, got {workers.max_trials}")
-        if float(workers.max_rss_gb) <= 0:
-            raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {workers.max_rss_gb:g}")
         parallel = int(workers.workers)
     if pack is not None and int(pack) < 1:
         raise UserError(f"--pack must be >= 1 (trials per program), got {pack}")

@@ -22,6 +22,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -35,6 +36,7 @@ __all__ = [
     "STATUS_JSON",
     "SWEEP_JSON",
     "SweepDirError",
+    "describe_returncode",
     "load_sweep",
     "log_tail",
     "now",
@@ -95,6 +97,18 @@ def log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def describe_returncode(rc: int | None) -> str:
+    """Why a trial process that wrote no done result.json ended, from its return code."""
+    if rc is None:
+        return "no return code"
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-rc).name}"
+    if rc == 0:
+        return f"exited with code 0 but wrote no {RESULT_JSON} with status 'done'"
+    return f"exited with code {rc}"
 
 
 def trial_state(trial_dir: Path | str) -> dict:

@@ -30,6 +30,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from lstm_research.errors import UserError
+
 __all__ = ["WorkerLauncher", "WorkerOptions", "available_cpus"]
 
 
@@ -48,6 +50,14 @@ class WorkerOptions:
     max_rss_gb: float = 4.0
     cache_dir: str | None = None  # JAX persistent compilation cache; None: the caller's setting
     pin: bool = True
+
+    def __post_init__(self):
+        if int(self.workers) < 1:
+            raise UserError(f"--workers must be >= 1 (worker processes), got {self.workers}")
+        if int(self.max_trials) < 1:
+            raise UserError(f"--worker_max_trials must be >= 1, got {self.max_trials}")
+        if float(self.max_rss_gb) <= 0:
+            raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {self.max_rss_gb:g}")
 
 
 @dataclasses.dataclass
