@@ -136,7 +136,6 @@ def is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
 
 
-
 def restorable_rows(csv_path: Path | str, trials: Sequence[Trial]) -> list[dict]:
     """The done rows of ``csv_path`` (a results.csv of this sweep, e.g. one committed from another
     machine whose sweep directory is gone), checked to be trials of ``trials``.
