@@ -144,6 +144,13 @@ def _summarize(sweep_dir: str, args) -> None:
         print(f"wrote {p}")
 
 
+def _worker_options(args):
+    from lstm_research.sweeps.workers import WorkerOptions, available_cpus
+
+    return WorkerOptions(workers=available_cpus() if args.workers == "auto" else args.workers,
+                         max_trials=args.worker_max_trials, max_rss_gb=args.worker_max_rss_gb)
+
+
 def _check_args(args) -> None:
     """Numbers that make no sense, refused before anything runs."""
     if args.parallel < 1:
@@ -157,15 +164,10 @@ def _check_args(args) -> None:
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be a significance level in (0, 1), e.g. 0.05, got {args.alpha:g}")
     if args.workers is not None:
-        if args.workers != "auto" and args.workers < 1:
-            raise UserError(f"--workers must be >= 1 (worker processes), got {args.workers}")
         if args.executor != "local":
             raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
                             f"--executor {args.executor} (drop --workers to submit one job per trial)")
-        if args.worker_max_trials < 1:
-            raise UserError(f"--worker_max_trials must be >= 1, got {args.worker_max_trials}")
-        if not args.worker_max_rss_gb > 0:
-            raise UserError(f"--worker_max_rss_gb must be > 0 GB, got {args.worker_max_rss_gb:g}")
+        _worker_options(args)  # its own checks
     if args.slurm_time < 1:
         raise UserError(f"--slurm_time must be >= 1 minute, got {args.slurm_time}")
 
@@ -210,7 +212,7 @@ def run(argv: list[str] | None = None) -> int:
                 print(f"{p.id}: {', '.join(t.id for t in p.trials)}")
             print(f"{len(packs)} packs")
         return 0
-    from lstm_research.sweeps.scheduler import SubmititOptions, WorkerOptions, run_sweep
+    from lstm_research.sweeps.scheduler import SubmititOptions, run_sweep
 
     options = SubmititOptions(partition=args.slurm_partition, time_min=args.slurm_time,
                               cpus_per_task=args.slurm_cpus, gpus_per_node=args.slurm_gpus,
@@ -219,10 +221,7 @@ def run(argv: list[str] | None = None) -> int:
                               job_name=f"sweep-{Path(args.sweep_dir).name}")
     workers = None
     if args.workers is not None:
-        from lstm_research.sweeps.workers import available_cpus
-
-        workers = WorkerOptions(workers=available_cpus() if args.workers == "auto" else args.workers,
-                                max_trials=args.worker_max_trials, max_rss_gb=args.worker_max_rss_gb)
+        workers = _worker_options(args)
     report = run_sweep(spec, args.sweep_dir, parallel=args.parallel, executor=args.executor,
                        entry=args.entry, python=args.python, cwd=args.cwd,
                        retry_failed=args.retry_failed, overwrite=args.overwrite,
