@@ -30,6 +30,10 @@ What else the measurements on a 2-core CPU said (see ``experiments/benchmark.py`
   chunks of :data:`ROW_CHUNK` steps up to the batch's longest sequence, not over every padded
   step: 1.03x, 1.04x and 1.08x per training epoch at widths 20, 63 and 200 on the Greff JSB
   protocol (batch 1, padded to 128 steps, 59 on average; 2026-12-01).
+  The backward's precomputed factors stay one fusion over all ``T`` steps: computed in the
+  same chunks instead, they cost more (a ``jax.profiler`` trace at width 63: 2.2 chunks of 32
+  steps per update, 173 us, against 132 us for all 128 padded steps; training epochs no
+  faster in an interleaved comparison at widths 20, 63 and 200; 2026-12-02).
 
 Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, tanh or identity
 input/output activations, any subset of gates, CIFG, peepholes, cell clipping and full gate
