@@ -31,6 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lstm_research.errors import UserError
+from lstm_research.sweeps.sweepdir import describe_returncode
 
 __all__ = ["WorkerLauncher", "WorkerOptions", "available_cpus"]
 
@@ -76,10 +77,8 @@ class _Job:
 
 
 def _describe(rc: int | None) -> str:
-    if rc is not None and rc < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-rc).name}"
-    return f"exited with code {rc}"
+    """A worker process's end (exit 0 between jobs is not a trial's missing result.json)."""
+    return "exited with code 0" if rc == 0 else describe_returncode(rc)
 
 
 class WorkerLauncher:
