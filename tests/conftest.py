@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import jax
+import pytest
 
 from lstm_research.training import base_config
 
@@ -25,6 +26,34 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 def fast_jit(f, **kwargs):
     """``jax.jit`` with :data:`FAST_COMPILE`."""
     return jax.jit(f, compiler_options=FAST_COMPILE, **kwargs)
+
+
+#: the modules whose tests run many subprocesses (minutes each on 2 cores), in the order of their
+#: measured cost: collected first, so that ``pytest -n 2`` does not end on one of them with the
+#: other worker idle
+HEAVY_FIRST = ("test_kill_storm", "test_parallel", "test_sweep_workers", "test_pack", "test_slurm",
+               "test_multiprocess", "test_sweep_packs", "test_determinism", "test_training",
+               "test_reliability")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__ if item.module else ""
+        return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
+    items.sort(key=rank)  # stable: a module's tests keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """One persistent compilation cache for the programs that the tests' subprocesses compile
+    (runs, sweep workers, resumed lives), shared by the xdist workers of a test session: most
+    subprocess runs compile the same few small programs, and cached executables are the same
+    programs. Set after ``import jax``, so the test processes themselves compile as always; a
+    test or a caller that sets ``JAX_COMPILATION_CACHE_DIR`` keeps its own."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,

@@ -27,12 +27,13 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
 
 
-def _sweep(sweep_dir, *args, fixed=TINY, check=None, **kw):
+def _sweep(sweep_dir, *args, fixed=TINY, check=None, env=None, **kw):
     cmd = [sys.executable, str(CLI), "--config=configs/adding.py", f"--sweep_dir={sweep_dir}",
            "--no_progress", "--no_plots", *args]
     for f in fixed:
         cmd += ["--set", f]
-    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600, **kw)
+    out = subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=600,
+                         **kw)
     if check is not None:
         assert out.returncode == check, out.stdout[-2000:] + out.stderr[-3000:]
     return out
@@ -74,7 +75,9 @@ def _assert_same_trial(a, b, overrides):
 
 def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
     # two trials through ONE worker: the second reuses the process (data, compiled programs)
-    _sweep(tmp_path / "sw", "--grid", "seed=0,1", "--workers", "1", check=0)
+    # (the sweep's own compilation cache, its default, not the tests' shared one: see conftest)
+    own_cache = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    _sweep(tmp_path / "sw", "--grid", "seed=0,1", "--workers", "1", check=0, env=own_cache)
     trials = _trials(tmp_path / "sw")
     assert [_status(t)["worker"] for t in trials] == [1, 1]
     for seed, tdir in zip((0, 1), trials):
