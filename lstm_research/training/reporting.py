@@ -36,6 +36,22 @@ from lstm_research.training.workdir import write_atomic
 HEARTBEAT_ENV, HEARTBEAT_DEFAULT = "LSTM_RESEARCH_HEARTBEAT_SECS", 60.0
 
 
+def summary_writer():
+    """tensorboardX's ``SummaryWriter`` class, imported without PyTorch: where torch is installed,
+    tensorboardX imports it for type hints only (its ``writer.py``; torch tensors are converted
+    by a lazy import), which costs each run's start about 2 s on a 2-core CPU. A torch already
+    imported is left alone."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # so that tensorboardX's ``import torch`` raises ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 def loss_metric(task) -> str | None:
     """The key of ``task.summarize`` whose value is the training loss of a batch (the loss is
     the same quantity as that metric, summed and divided the same way), or None when the
@@ -121,11 +137,7 @@ class Reporter:
                     keep.append(line)
             write_atomic(self.path, "".join(keep))
         self.file = self.path.open("a")
-        try:
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
-        except ImportError:  # pragma: no cover - tensorboardX is a requirement
-            self.tb = None
+        self.tb = summary_writer()(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
 
     def start(self, total, initial, progress=True):
         """Begin the training loop: a progress bar when ``progress`` and stderr is a terminal
