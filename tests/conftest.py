@@ -54,6 +54,9 @@ def shared_compilation_cache(tmp_path_factory):
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,
