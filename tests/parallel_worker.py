@@ -1,5 +1,8 @@
 """Worker for test_parallel.py: train a small stateful model on however many (forced CPU)
-devices this process has; optionally crash at a step. Writes the final params to params.npz."""
+devices this process has; optionally crash at a step. Writes the final params to params.npz.
+
+``parallel_worker.py WORKDIR[:CRASH_AT[:MODEL_AXIS]] ...`` runs the jobs one after the other in
+this process (one process start per device count, not per job)."""
 import sys
 from pathlib import Path
 
@@ -24,7 +27,7 @@ class Crash(Exception):
     pass
 
 
-def main(workdir, crash_at, model_axis=1):
+def main(workdir, crash_at=0, model_axis=1):
     workdir = Path(workdir)
     c = config()
     c.parallel.model_axis = model_axis
@@ -41,7 +44,7 @@ def main(workdir, crash_at, model_axis=1):
         try:
             t.run()
         except Crash:
-            print("crashed as planned")
+            print("JOB crashed as planned")
             return
     result = t.run()
     arrays, meta = Checkpoints(workdir).restore_latest(t.init_state()[0])
@@ -49,10 +52,11 @@ def main(workdir, crash_at, model_axis=1):
     carries = [np.asarray(x) for x in jax.tree.leaves(arrays["carries"])]
     np.savez(workdir / "params.npz", *leaves, *carries)
     sharded = sum(1 for x in jax.tree.leaves(arrays["params"]) if "model" in str(x.sharding.spec))
-    print("devices", jax.device_count(), "step", meta["step"], "model-sharded params", sharded,
+    print("JOB devices", jax.device_count(), "step", meta["step"], "model-sharded params", sharded,
           "test", result["test"])
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0,
-         int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+    for job in sys.argv[1:]:
+        workdir, *numbers = job.split(":")
+        main(workdir, *map(int, numbers))

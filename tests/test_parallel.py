@@ -12,15 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "parallel_worker.py"
 
 
-def run(workdir, devices, crash_at=0, model_axis=1):
+def run(devices, *jobs):
+    """``parallel_worker.py`` on ``devices`` forced CPU devices: its report line per job
+    (``workdir`` or ``(workdir, crash_at, model_axis)``), the jobs run one after the other."""
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, str(WORKER), str(workdir), str(crash_at), str(model_axis)], env=env,
+    specs = [":".join(map(str, j if isinstance(j, tuple) else (j,))) for j in jobs]
+    proc = subprocess.run([sys.executable, str(WORKER), *specs], env=env,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("JOB ")]
+    assert len(lines) == len(jobs), proc.stdout
+    return lines
 
 
 def params(workdir):
@@ -35,25 +40,25 @@ def close(a, b):
 
 
 def test_four_devices_equal_one_and_checkpoints_cross_device_counts(tmp_path):
-    out = run(tmp_path / "one", 1)
-    assert "devices 1 step 16" in out
-    out = run(tmp_path / "four", 4)
-    assert "devices 4 step 16" in out
+    # a crash at step 6 leaves step 4 as the latest checkpoint; every resume is a new process
+    # on the other device count
+    one, crash_1to4 = run(1, tmp_path / "one", (tmp_path / "1to4", 6))
+    four, crash_4to1, resumed_1to4, mesh_2x2 = run(
+        4, tmp_path / "four", (tmp_path / "4to1", 6), tmp_path / "1to4", (tmp_path / "2x2", 0, 2))
+    (resumed_4to1,) = run(1, tmp_path / "4to1")
+    assert "devices 1 step 16" in one and "devices 4 step 16" in four
     close(params(tmp_path / "one"), params(tmp_path / "four"))
 
-    # written on 4 devices (crash at step 6: latest checkpoint is step 4), resumed on 1
-    assert "crashed" in run(tmp_path / "4to1", 4, crash_at=6)
-    assert "devices 1 step 16" in run(tmp_path / "4to1", 1)
+    # written on 4 devices, resumed on 1
+    assert "crashed" in crash_4to1 and "devices 1 step 16" in resumed_4to1
     close(params(tmp_path / "one"), params(tmp_path / "4to1"))
 
     # written on 1 device, resumed on 4
-    assert "crashed" in run(tmp_path / "1to4", 1, crash_at=6)
-    assert "devices 4 step 16" in run(tmp_path / "1to4", 4)
+    assert "crashed" in crash_1to4 and "devices 4 step 16" in resumed_1to4
     close(params(tmp_path / "one"), params(tmp_path / "1to4"))
 
     # params split along a 2-wide 'model' axis (mesh 2 x 2): the same training
-    out = run(tmp_path / "2x2", 4, model_axis=2)
-    assert "devices 4 step 16" in out and "model-sharded params 0 " not in out
+    assert "devices 4 step 16" in mesh_2x2 and "model-sharded params 0 " not in mesh_2x2
     close(params(tmp_path / "one"), params(tmp_path / "2x2"))
 
 
