@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import run  # noqa: E402
-from lstm_research.training import reporting  # noqa: E402
+from lstm_research.console import HEARTBEAT_ENV  # noqa: E402
 
 
 def _module(path):
@@ -138,7 +138,7 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path, monkeypatch, c
     wall time) and the same metrics.jsonl bytes; the 2-epoch run's training record at its last
     step (10, not a multiple of log_every) is not part of the longer run."""
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "1e-9")  # a heartbeat at every logged step
+    monkeypatch.setenv(HEARTBEAT_ENV, "1e-9")  # a heartbeat at every logged step
     short, long_ = tmp_path / "short", tmp_path / "long"
     (tmp_path / "reber.py").write_text(REBER_CONFIG)
 

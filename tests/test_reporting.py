@@ -9,6 +9,7 @@ import pytest
 from conftest import tensorboard_events, tensorboard_scalars
 
 from lstm_research import tasks
+from lstm_research.console import HEARTBEAT_ENV
 from lstm_research.tasks import TASKS
 from lstm_research.training import base_config, reporting
 from lstm_research.training.reporting import Reporter
@@ -21,7 +22,7 @@ def _result(config, steps=20):
 
 
 def test_tensorboard_tags_test_metrics_and_hparams(tmp_path, monkeypatch):
-    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "0")
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
     config = base_config("adding")
     config.train.lr = 0.125
     config.model.hidden_size = 17
@@ -69,7 +70,7 @@ def test_tensorboard_tags_test_metrics_and_hparams(tmp_path, monkeypatch):
 
 
 def test_loss_tag_when_the_loss_is_not_a_metric(tmp_path, monkeypatch):
-    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "0")
+    monkeypatch.setenv(HEARTBEAT_ENV, "0")
     r = Reporter(tmp_path, loss_metric=None)
     r.start(total=5, initial=0, progress=False)
     r.train(5, loss=3.0, lr=1.0, grad_norm=1.0)
@@ -79,7 +80,7 @@ def test_loss_tag_when_the_loss_is_not_a_metric(tmp_path, monkeypatch):
 
 def test_heartbeat_lines_and_no_progress_frames_without_a_terminal(tmp_path, monkeypatch,
                                                                    capfd):
-    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "1e-9")
+    monkeypatch.setenv(HEARTBEAT_ENV, "1e-9")
     r = Reporter(tmp_path)
     r.start(total=40, initial=0, progress=True)  # asked for, but stderr is not a terminal
     assert r.bar is None
@@ -97,7 +98,7 @@ def test_heartbeat_lines_and_no_progress_frames_without_a_terminal(tmp_path, mon
 
 
 def test_heartbeat_interval(tmp_path, monkeypatch, capfd):
-    monkeypatch.setenv(reporting.HEARTBEAT_ENV, "3600")
+    monkeypatch.setenv(HEARTBEAT_ENV, "3600")
     r = Reporter(tmp_path)
     r.start(total=40, initial=0, progress=False)
     for step in (10, 20, 30):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lstm_research.console import HEARTBEAT_ENV
 from lstm_research.errors import UserError
 from lstm_research.sweeps.scheduler import run_sweep
 from lstm_research.sweeps.sweepdir import SweepDirError, sweep_lock, trial_state
@@ -299,6 +300,24 @@ def test_results_csv_is_rewritten_while_the_sweep_runs(env, monkeypatch):
     during = snapshots[:-1]  # the last one is the end-of-run write
     assert during and any(s.count("done") in (1, 2) for s in during), snapshots
     assert snapshots[-1] == ["done"] * 3
+
+
+def test_heartbeat_lines_without_a_terminal(env, monkeypatch, capfd):
+    """No progress bar where stderr is not a terminal (asked for or not): heartbeat lines with
+    the counts, the rate of this invocation and an ETA, no carriage-return frames."""
+    monkeypatch.setenv(HEARTBEAT_ENV, "0.2")
+    spec = _spec(env, ["seed=0,1,2"], "fake.sleep=1.0")
+    assert _run(env, spec, parallel=1, progress=True).ok
+    err = capfd.readouterr().err
+    beats = [line for line in err.splitlines() if line.startswith("[sweep] ") and "ETA" in line]
+    assert len(beats) >= 3 and "\r" not in err, err
+    assert beats[0].startswith("[sweep] 0/3 trials (0%): 0 done, 0 failed, 1 running | 0.0 trials/h"
+                               " | ETA ?"), beats[0]
+    ended = [int(b.split()[1].split("/")[0]) for b in beats]
+    assert ended == sorted(ended) and ended[-1] >= 2, beats
+    last = beats[-1]
+    rate = float(last.split(" | ")[1].split()[0])
+    assert 0 < rate < 3 * 3600 and "ETA ?" not in last, last  # at most 3 trials in a second
 
 
 def test_locked_sweep_dir_and_missing_entry_are_clear_errors(env):

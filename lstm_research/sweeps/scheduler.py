@@ -30,6 +30,7 @@ from lstm_research.sweeps.check import check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
 from lstm_research.sweeps.packs import Pack, mark_running, pack_log, plan_packs, prepare_pack
+from lstm_research.sweeps.progress import SweepProgress
 from lstm_research.sweeps.results import restorable_rows, restore_results, write_results_csv
 from lstm_research.sweeps.spec import SweepSpec, Trial
 from lstm_research.sweeps.workers import WorkerLauncher, WorkerOptions
@@ -214,14 +215,13 @@ class _Sweep:
         msg = (f"[sweep] {self.sweep_dir}: {len(self.trials)} trials, {done} done, {len(todo)} to run"
                + (f" in {len(units)} packs of up to {self.pack}" if self.pack else "")
                + (f", {skipped_failed} failed (not rerun; pass --retry_failed)" if skipped_failed else ""))
-        tqdm.write(msg, file=sys.stderr)
+        SweepProgress.write(msg)
         running: dict[str, _Running] = {}
         free_slots = list(range(self.parallel))
-        bar = tqdm(total=len(self.trials), initial=done + skipped_failed, unit="trial", file=sys.stderr,
-                   desc=self.sweep_dir.name, disable=not self.progress, dynamic_ncols=True)
+        bar = SweepProgress(len(self.trials), done + skipped_failed, self.sweep_dir.name, self.progress)
 
         def postfix():
-            bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=True)
+            bar.show(done, failed, len(running))
 
         def finish(run: _Running, rc, err):
             nonlocal done, failed
@@ -234,8 +234,7 @@ class _Sweep:
                 if status in ("done", "failed"):
                     done += status == "done"
                     failed += status == "failed"
-                    bar.set_postfix_str(f"done={done} failed={failed} running={len(running)}", refresh=False)
-                    bar.update(1)
+                    bar.show(done, failed, len(running), ended_now=1)
                 if status == "failed":
                     tqdm.write(f"[sweep] {trial.id} failed ({read_json(self._dir(trial) / STATUS_JSON)['error']});"
                                f" see {self._dir(trial) / ERROR_TXT}", file=sys.stderr)
@@ -261,6 +260,7 @@ class _Sweep:
                     if self.results_every is not None and time.time() - last_results >= self.results_every:
                         last_results = time.time()
                         self._write_results()
+                    bar.tick()
                     time.sleep(0.05)
             except KeyboardInterrupt:  # signal handlers could not be installed (not the main thread)
                 self.stop_signal = signal.SIGINT

@@ -23,7 +23,6 @@ logged step: step, loss, last validation metric, throughput and ETA.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,8 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from lstm_research.console import duration, heartbeat_secs
 from lstm_research.training.workdir import write_atomic
-
-HEARTBEAT_ENV, HEARTBEAT_DEFAULT = "LSTM_RESEARCH_HEARTBEAT_SECS", 60.0
-
 
 def summary_writer():
     """tensorboardX's ``SummaryWriter`` class, imported without PyTorch: where torch is installed,
@@ -63,15 +60,6 @@ def loss_metric(task) -> str | None:
             "jsb": "nll" if norm == "mean_frame" else None}.get(task.name)
 
 
-def heartbeat_secs() -> float:
-    """Seconds between heartbeat lines: ``$LSTM_RESEARCH_HEARTBEAT_SECS`` or 60."""
-    value = os.environ.get(HEARTBEAT_ENV, "")
-    try:
-        return float(value) if value else HEARTBEAT_DEFAULT
-    except ValueError:
-        return HEARTBEAT_DEFAULT
-
-
 def hparams_of(config: dict, prefix: str = "") -> dict:
     """A config dict flattened to ``{dotted key: value}`` for the HParams plugin (strings,
     bools, numbers; None and empty values left out)."""
@@ -98,13 +86,6 @@ def _complete_records(path: Path) -> list[str]:
                 continue
             out.append(line)
     return out
-
-
-def _duration(secs: float) -> str:
-    secs = int(round(secs))
-    h, rest = divmod(secs, 3600)
-    return f"{h}h{rest // 60:02d}m" if h else (f"{rest // 60}m{rest % 60:02d}s" if rest >= 60
-                                                else f"{rest}s")
 
 
 class Reporter:
@@ -186,7 +167,7 @@ class Reporter:
         t0, s0 = self._beat_at
         rate = (step - s0) / max(now - t0, 1e-9)
         total = self.total or step
-        eta = _duration((total - step) / rate) if rate > 0 else "?"
+        eta = duration((total - step) / rate) if rate > 0 else "?"
         pct = f" ({100 * step / total:.0f}%)" if total else ""
         print(f"step {step}/{total}{pct} | loss {loss:.4g}{self._last_valid} | "
               f"{rate:.3g} steps/s | ETA {eta}", flush=True)
