@@ -74,15 +74,20 @@ def _assert_same_trial(a, b, overrides):
 
 
 def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
-    # two trials through ONE worker: the second reuses the process (data, compiled programs)
-    # (the sweep's own compilation cache, its default, not the tests' shared one: see conftest)
+    # two trials through ONE worker: the second reuses the process (data, the jitted steps:
+    # they differ only in what the steps take as inputs, and the seed); the sweep's own
+    # compilation cache, its default, not the tests' shared one (see conftest)
     own_cache = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    _sweep(tmp_path / "sw", "--grid", "seed=0,1", "--workers", "1", check=0, env=own_cache)
+    fixed = [*TINY, "train.optimizer=nesterov"]
+    zipped = {"seed": (0, 1), "train.lr": (0.01, 0.03), "train.momentum": (0.9, 0.5),
+              "train.input_noise": (0.1, 0.4)}
+    zips = [a for k, v in zipped.items() for a in ("--zip", f"{k}={v[0]},{v[1]}")]
+    _sweep(tmp_path / "sw", *zips, "--workers", "1", fixed=fixed, check=0, env=own_cache)
     trials = _trials(tmp_path / "sw")
     assert [_status(t)["worker"] for t in trials] == [1, 1]
-    for seed, tdir in zip((0, 1), trials):
-        overrides = [*TINY, f"seed={seed}"]
-        alone = tmp_path / f"alone{seed}"
+    for j, tdir in enumerate(trials):
+        overrides = [*fixed, *(f"{k}={v[j]}" for k, v in zipped.items())]
+        alone = tmp_path / f"alone{j}"
         out = subprocess.run([sys.executable, "run.py", "--config=configs/adding.py",
                               *[f"--config.{o}" for o in overrides], f"--workdir={alone}"],
                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)

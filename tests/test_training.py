@@ -1,7 +1,6 @@
 """The experiment runner: resume equivalence, SIGTERM, NaN handling, workdir checks, schedules,
 and the default run reaching its criterion."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from lstm_research.errors import UserError
-from lstm_research.training import base_config, optim
+from lstm_research.training import base_config, optim, steps
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import NonFiniteLoss, Trainer, WorkdirMismatch
 
@@ -126,11 +125,14 @@ def test_momentum_and_input_noise_are_inputs_of_the_compiled_step(tmp_path, opti
     batch.pop("reset", None)
     key = jax.random.key(3)
 
-    def lowered(t):
+    def lowered(t):  # traced from the trainer's own config (not its shared jitted step)
+        train_fn, _ = steps.make_steps(steps.make_apply(t.model, t.task, True), t.task,
+                                       t.config.train)
         hyper = optim.runtime_hyperparams(t.config.train, 0.01)
-        return t.train_step.lower(arrays["params"], arrays["opt_state"], batch, None, key,
-                                  np.int32(0), hyper).as_text()
+        return jax.jit(steps.keyed_by_step(train_fn)).lower(
+            arrays["params"], arrays["opt_state"], batch, None, key, np.int32(0), hyper).as_text()
     assert lowered(a) == lowered(b)
+    assert a.train_step is b.train_step  # so the trainers share one jitted step
 
     hyper = optim.runtime_hyperparams(b.config.train, 0.01)
     copy = lambda: jax.tree.map(jnp.copy, (arrays["params"], arrays["opt_state"]))

@@ -43,6 +43,26 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+_STEPS: dict = {}  # this process's jitted steps, by what they are traced from (_steps_key)
+_STEPS_KEPT = 8
+
+
+def _steps_key(config) -> str:
+    """What a run's jitted steps are traced from: its config but the seed and the values that
+    the steps take as inputs (:func:`optim.runtime_hyperparams`: learning rate, momentum, input
+    noise, the last only as on or off). The trials of a sweep worker that differ only in these
+    reuse one set of jitted steps, traced and compiled once (about 1.3 s of each such trial on
+    2 cores even with the persistent compilation cache). It rests on the tasks' contract: a
+    loss reads the batch, never a runtime field such as the seed or the loaded data
+    (:mod:`lstm_research.tasks.base`)."""
+    c = json.loads(config.to_json_best_effort())
+    c.pop("seed", None)
+    train = c["train"]
+    train["lr"] = train["momentum"] = None
+    train["input_noise"] = train["input_noise"] > 0
+    return json.dumps({k: c[k] for k in ("model", "task", "train", "parallel")}, sort_keys=True)
+
+
 class Trainer:
     def __init__(self, config, workdir, overwrite=False, progress=True):
         self.config, self.workdir = config, Path(workdir)
@@ -71,15 +91,6 @@ class Trainer:
 
     def _compile(self):
         tc = self.config.train
-        self.apply = steps.make_apply(self.model, self.task, tc.input_noise > 0)
-        self.train_step_fn, self.eval_step_fn = steps.make_steps(self.apply, self.task, tc)
-        # the step's dropout/noise key is made inside the compiled step from numpy scalars, and
-        # its learning rate, momentum and input noise come in as numpy scalars: eager fold_in
-        # and jnp scalars cost more host time than a batch-1 update computes (measured in
-        # experiments/sweep_throughput.py), and trials differing only in those hyperparameters
-        # share the compiled program
-        self.train_step = jax.jit(steps.keyed_by_step(self.train_step_fn), donate_argnums=(0, 1))
-        self.eval_step = jax.jit(self.eval_step_fn)
         # train.steps_per_call > 1: up to that many updates in one call (same bits; see
         # steps.chunked); the metrics stay on the device until a step is logged
         self.steps_per_call = tc.get("steps_per_call", 1)
@@ -90,7 +101,26 @@ class Trainer:
                 raise UserError(f"train.steps_per_call={self.steps_per_call}: several updates "
                                 "per call run on one device for tasks without carried state; "
                                 f"this run has {has}; set train.steps_per_call=1")
-            self.train_steps = jax.jit(steps.chunked(self.train_step_fn), donate_argnums=(0, 1))
+        key = _steps_key(self.config)
+        jitted = _STEPS.get(key)
+        if jitted is None:
+            apply = steps.make_apply(self.model, self.task, tc.input_noise > 0)
+            train_fn, eval_fn = steps.make_steps(apply, self.task, tc)
+            # the step's dropout/noise key is made inside the compiled step from numpy scalars,
+            # and its learning rate, momentum and input noise come in as numpy scalars: eager
+            # fold_in and jnp scalars cost more host time than a batch-1 update computes
+            # (measured in experiments/sweep_throughput.py), and trials differing only in those
+            # hyperparameters share the compiled program
+            jitted = (apply, train_fn, eval_fn,
+                      jax.jit(steps.keyed_by_step(train_fn), donate_argnums=(0, 1)),
+                      jax.jit(eval_fn),
+                      jax.jit(steps.chunked(train_fn), donate_argnums=(0, 1))
+                      if self.steps_per_call > 1 else None)
+            if len(_STEPS) >= _STEPS_KEPT:
+                _STEPS.pop(next(iter(_STEPS)))
+            _STEPS[key] = jitted
+        (self.apply, self.train_step_fn, self.eval_step_fn, self.train_step, self.eval_step,
+         self.train_steps) = jitted
 
     def zero_carries(self, params, batch):
         return steps.zero_carries(self.apply, self.task, self.mesh, params, batch)
