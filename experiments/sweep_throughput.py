@@ -103,8 +103,8 @@ def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0
 def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial
     (``sets``: config overrides ``key=value`` of these timing trials, e.g. ``model.cell=fgr``)."""
-    # as in a worker: JAX's persistent compilation cache (a trial builds its jitted functions afresh,
-    # so in-memory reuse across trials goes through this cache)
+    # as in a worker: JAX's persistent compilation cache (a trial of a width seen before reuses
+    # the jitted steps in memory, training.loop._steps_key; its init program comes from the cache)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -47,19 +47,27 @@ _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (
 _STEPS_KEPT = 8
 
 
+#: train keys that only the host-side loop reads (budget, schedule, evaluation and checkpoint
+#: cadence), never the jitted steps
+_LOOP_ONLY = ("steps", "epochs", "schedule", "decay_after_epochs", "decay_factor",
+              "plateau_patience", "eval_every", "log_every", "patience", "target",
+              "checkpoint_every", "checkpoint_secs")
+
+
 def _steps_key(config) -> str:
-    """What a run's jitted steps are traced from: its config but the seed and the values that
-    the steps take as inputs (:func:`optim.runtime_hyperparams`: learning rate, momentum, input
-    noise, the last only as on or off). The trials of a sweep worker that differ only in these
-    reuse one set of jitted steps, traced and compiled once (about 1.3 s of each such trial on
-    2 cores even with the persistent compilation cache). It rests on the tasks' contract: a
-    loss reads the batch, never a runtime field such as the seed or the loaded data
-    (:mod:`lstm_research.tasks.base`)."""
+    """What a run's jitted steps are traced from: its config but the seed, the values that the
+    steps take as inputs (:func:`optim.runtime_hyperparams`: learning rate, momentum, input
+    noise, the last only as on or off) and the loop's own keys (:data:`_LOOP_ONLY`). The trials
+    of a sweep worker that differ only in these reuse one set of jitted steps, traced and
+    compiled once (about 1.3 s of each such trial on 2 cores even with the persistent
+    compilation cache). It rests on the tasks' contract: a loss reads the batch, never a
+    runtime field such as the seed or the loaded data (:mod:`lstm_research.tasks.base`)."""
     c = json.loads(config.to_json_best_effort())
     c.pop("seed", None)
-    train = c["train"]
+    train = {k: v for k, v in c["train"].items() if k not in _LOOP_ONLY}
     train["lr"] = train["momentum"] = None
     train["input_noise"] = train["input_noise"] > 0
+    c["train"] = train
     return json.dumps({k: c[k] for k in ("model", "task", "train", "parallel")}, sort_keys=True)
 
 
