@@ -45,11 +45,11 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):
-    """One persistent compilation cache for the programs that the tests' subprocesses compile
-    (runs, sweep workers, resumed lives), shared by the xdist workers of a test session: most
-    subprocess runs compile the same few small programs, and cached executables are the same
-    programs. Set after ``import jax``, so the test processes themselves compile as always; a
-    test or a caller that sets ``JAX_COMPILATION_CACHE_DIR`` keeps its own."""
+    """One persistent compilation cache for the programs that the tests compile, in the test
+    processes and in their subprocesses (runs, sweep workers, resumed lives), shared by the
+    xdist workers of a test session: most runs compile the same few small programs, and cached
+    executables are the same programs. A test or a caller that sets
+    ``JAX_COMPILATION_CACHE_DIR`` keeps its own."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache"))
