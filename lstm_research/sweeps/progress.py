@@ -38,7 +38,7 @@ class SweepProgress:
         now = time.time()
         if self.heartbeat > 0 and now - self.beat_at >= self.heartbeat:
             self.beat_at = now
-            self.write(self.line(now))
+            tqdm.write(self.line(now), file=sys.stderr)
 
     def line(self, now: float) -> str:
         done, failed, running = self.counts
@@ -48,10 +48,6 @@ class SweepProgress:
         return (f"[sweep] {ended}/{self.total} trials ({100 * ended / max(self.total, 1):.0f}%): "
                 f"{done} done, {failed} failed, {running} running | {per_h:.1f} trials/h | "
                 f"ETA {eta}")
-
-    @staticmethod
-    def write(text: str) -> None:
-        tqdm.write(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -215,7 +215,7 @@ class _Sweep:
         msg = (f"[sweep] {self.sweep_dir}: {len(self.trials)} trials, {done} done, {len(todo)} to run"
                + (f" in {len(units)} packs of up to {self.pack}" if self.pack else "")
                + (f", {skipped_failed} failed (not rerun; pass --retry_failed)" if skipped_failed else ""))
-        SweepProgress.write(msg)
+        tqdm.write(msg, file=sys.stderr)
         running: dict[str, _Running] = {}
         free_slots = list(range(self.parallel))
         bar = SweepProgress(len(self.trials), done + skipped_failed, self.sweep_dir.name, self.progress)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from lstm_research.console import duration, heartbeat_secs
 from lstm_research.training.workdir import write_atomic
 
+
 def summary_writer():
     """tensorboardX's ``SummaryWriter`` class, imported without PyTorch: where torch is installed,
     tensorboardX imports it for type hints only (its ``writer.py``; torch tensors are converted
