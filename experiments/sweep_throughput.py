@@ -12,6 +12,8 @@ one vmapped program), each in a fresh temporary sweep dir, and reports:
   of the full study (1800 trials x 60 epochs);
 * per width, with ``packed``: a pack of K trials of that width in this process (its epoch time
   against K epochs of one trial: whether packing pays, without the padding to the widest);
+  ``--pack_sizes K1,K2,..`` does the same for each K without the sweep modes (on a GPU:
+  ``--modes none --pack_sizes 64,256,1024``), with the full study projected in packs of each K;
 * per width (20, 63, 200), in this process after a warm-up (as in a worker: imports, data and
   compiled programs already there): the time of an epoch (training + validation), the update time
   per training sequence (epoch time / training sequences, validation included), and the fixed cost
@@ -212,6 +214,26 @@ def time_packs(widths, k: int, root: Path, extra: int, per_width: dict) -> dict:
     return out
 
 
+def time_pack_sizes(widths, sizes, root: Path, args, per_width: dict) -> dict:
+    """:func:`time_packs` for each K of ``sizes`` (``--pack_sizes``), with the full study
+    projected in packs of K (:func:`packed_study_s`, ``--parallel`` packs at a time), printed as
+    each K finishes."""
+    out = {}
+    for k in sizes:
+        r = time_packs(widths, k, root / f"k{k}", args.timing_epochs, per_width)
+        proj = {str(e): round(packed_study_s(per_width, r, k, e, args.sweep_seed)
+                              / args.parallel / 3600, 2) for e in STUDY_EPOCHS}
+        out[str(k)] = {"per_width": r, "projection_h": proj}
+        for w, v in r.items():
+            print(f"width {w:>3}, pack of {k}: epoch {v['pack_epoch_s']:.3f}s "
+                  f"({v['per_trial_epoch_s']:.4f}s per trial), fixed cost per pack "
+                  f"{v['fixed_cost_per_pack_s']:.2f}s, {v['speedup_vs_one_trial_at_a_time']:.2f}x "
+                  "one trial at a time", flush=True)
+        print(f"projected full study in packs of {k}: "
+              + ", ".join(f"{h:.2f} h at {e} epochs" for e, h in proj.items()), flush=True)
+    return out
+
+
 def mean_epoch_s(per_width: dict, draws: int, seed: int) -> float:
     """Mean epoch time over widths drawn log-uniform in [20, 200], interpolating the measured
     widths log-log."""
@@ -343,6 +365,10 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="processes,workers,packed",
                    help="comma-separated of processes, workers, packed; 'none' to only time widths")
     p.add_argument("--pack", type=int, default=8, help="packed mode: trials per program (K)")
+    p.add_argument("--pack_sizes", default="",
+                   help="comma-separated K: per width, also time a pack of K trials for each "
+                        "(in this process, as --modes packed does for --pack), e.g. 64,256,1024 "
+                        "on a GPU")
     p.add_argument("--timing_epochs", type=int, default=4,
                    help="per width: epoch time = (time of a (1+this)-epoch trial - a 1-epoch trial) / this")
     p.add_argument("--steps_per_call", type=int, default=0,
@@ -356,6 +382,13 @@ def main(argv=None) -> int:
     for name in ("draws", "epochs", "parallel", "timing_epochs", "pack"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    try:
+        pack_sizes = [int(k) for k in args.pack_sizes.split(",") if k.strip()]
+    except ValueError:
+        p.error(f"--pack_sizes must be comma-separated integers, e.g. 64,256,1024; "
+                f"got {args.pack_sizes!r}")
+    if any(k < 1 for k in pack_sizes):
+        p.error(f"--pack_sizes must be >= 1 each, got {args.pack_sizes!r}")
     report = {"protocol": CONFIG, "axes": AXES, "cells": args.cells.split(","), "draws": args.draws,
               "epochs": args.epochs, "parallel": args.parallel, "pack": args.pack, "cpus": len(os.sched_getaffinity(0)),
               "machine": platform.processor() or platform.machine(), "machine_probe": machine_probe(),
@@ -391,10 +424,14 @@ def main(argv=None) -> int:
         if "packed" in m:
             report["packed_per_width"] = time_packs(widths, args.pack, root, args.timing_epochs,
                                                     report["per_width"])
+        if pack_sizes:
+            report["packs_by_size"] = time_pack_sizes(widths, pack_sizes, root, args,
+                                                      report["per_width"])
         report["projection"] = project(report, args)
         for e, h in report["projection"].items():
-            print(f"projected full study (1800 trials x {e} epochs, {args.parallel} at a time): "
-                  + ", ".join(f"{m} {v:.1f} h" for m, v in h.items()))
+            if h:
+                print(f"projected full study (1800 trials x {e} epochs, {args.parallel} at a time): "
+                      + ", ".join(f"{m} {v:.1f} h" for m, v in h.items()))
         report["projection_workers_study_draws"] = p = project_workers(report, args)
         print(f"projected full study in {args.parallel} workers, on its own draws ({p['distinct_variant_widths']} "
               f"distinct variant-widths; calibration {p.get('calibration', 1.0):.2f}): "
