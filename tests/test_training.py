@@ -177,6 +177,32 @@ def test_small_evaluation_splits_are_built_once(make, tmp_path, monkeypatch):
     assert results[0] == results[1] and results[0][0] == results[0][2]
 
 
+def test_zero_carries_trace_the_model_once_per_batch_shape(tmp_path):
+    """Zero carries of a stateful task: the shapes the model's forward pass gives, all zeros;
+    the forward pass is traced for them once per shape of (params, batch), not at every reset."""
+    t = Trainer(small_stateful(), tmp_path, progress=False)
+    arrays, _ = t.init_state()
+    traced = []
+
+    def apply(*args, **kwargs):
+        traced.append(1)
+        return t.apply(*args, **kwargs)
+    batch = next(t.task.train_batches(0))
+    batch.pop("reset", None)
+    expected = jax.eval_shape(lambda p, b: t.apply(p, b, None, False, None)[1],
+                              arrays["params"], batch)
+    for _ in range(3):
+        carries = steps.zero_carries(apply, t.task, t.mesh, arrays["params"], batch)
+        assert jax.tree.structure(carries) == jax.tree.structure(expected)
+        for c, e in zip(jax.tree.leaves(carries), jax.tree.leaves(expected)):
+            assert c.shape == e.shape and c.dtype == e.dtype and not np.asarray(c).any()
+    assert len(traced) == 1
+    wider = {k: np.concatenate([v, v]) for k, v in batch.items()}
+    wide = steps.zero_carries(apply, t.task, t.mesh, arrays["params"], wider)
+    assert len(traced) == 2
+    assert jax.tree.leaves(wide)[0].shape[0] == 2 * jax.tree.leaves(carries)[0].shape[0]
+
+
 def test_run_saved_before_a_key_was_retired_resumes(tmp_path):
     """A run saved by a version that still had ``train.vmap_trials``/``vmap_lrs`` (removed for
     sweep.py --pack) resumes when they were off there, and is another config when they were on."""
