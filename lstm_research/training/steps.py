@@ -159,7 +159,8 @@ def zero_carries(apply, task, mesh, params, batch):
     if not task.stateful:
         return None
     leaves, treedef = jax.tree.flatten((params, batch))
-    key = (treedef, tuple((np.shape(a), np.result_type(a)) for a in leaves))
+    key = (treedef, tuple((np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(a))
+                          for a in leaves))
     known = _CARRY_SHAPES.setdefault(apply, {})
     shapes = known.get(key)
     if shapes is None:
