@@ -214,6 +214,15 @@ def time_packs(widths, k: int, root: Path, extra: int, per_width: dict) -> dict:
     return out
 
 
+def print_packs(per_width: dict, k: int) -> None:
+    """One line per width of :func:`time_packs`'s result for packs of ``k``."""
+    for w, v in per_width.items():
+        print(f"width {w:>3}, pack of {k}: epoch {v['pack_epoch_s']:.3f}s "
+              f"({v['per_trial_epoch_s']:.4f}s per trial), fixed cost per pack "
+              f"{v['fixed_cost_per_pack_s']:.2f}s, {v['speedup_vs_one_trial_at_a_time']:.2f}x "
+              "one trial at a time", flush=True)
+
+
 def time_pack_sizes(widths, sizes, root: Path, args, per_width: dict) -> dict:
     """:func:`time_packs` for each K of ``sizes`` (``--pack_sizes``), with the full study
     projected in packs of K (:func:`packed_study_s`, ``--parallel`` packs at a time), printed as
@@ -224,11 +233,7 @@ def time_pack_sizes(widths, sizes, root: Path, args, per_width: dict) -> dict:
         proj = {str(e): round(packed_study_s(per_width, r, k, e, args.sweep_seed)
                               / args.parallel / 3600, 2) for e in STUDY_EPOCHS}
         out[str(k)] = {"per_width": r, "projection_h": proj}
-        for w, v in r.items():
-            print(f"width {w:>3}, pack of {k}: epoch {v['pack_epoch_s']:.3f}s "
-                  f"({v['per_trial_epoch_s']:.4f}s per trial), fixed cost per pack "
-                  f"{v['fixed_cost_per_pack_s']:.2f}s, {v['speedup_vs_one_trial_at_a_time']:.2f}x "
-                  "one trial at a time", flush=True)
+        print_packs(r, k)
         print(f"projected full study in packs of {k}: "
               + ", ".join(f"{h:.2f} h at {e} epochs" for e, h in proj.items()), flush=True)
     return out
@@ -439,10 +444,7 @@ def main(argv=None) -> int:
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
-        for w, r in report.get("packed_per_width", {}).items():
-            print(f"width {w:>3}, pack of {args.pack}: epoch {r['pack_epoch_s']:.3f}s "
-                  f"({r['per_trial_epoch_s']:.3f}s per trial), fixed cost per pack {r['fixed_cost_per_pack_s']:.2f}s, "
-                  f"{r['speedup_vs_one_trial_at_a_time']:.2f}x one trial at a time")
+        print_packs(report.get("packed_per_width", {}), args.pack)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
