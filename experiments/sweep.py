@@ -153,20 +153,14 @@ def _worker_options(args):
 
 def _check_args(args) -> None:
     """Numbers that make no sense, refused before anything runs."""
-    if args.parallel < 1:
-        raise UserError(f"--parallel must be >= 1 (trials at once), got {args.parallel}")
-    if args.pack is not None and args.pack < 1:
-        raise UserError(f"--pack must be >= 1 (trials per program), got {args.pack}")
-    if args.kill_timeout < 0:
-        raise UserError(f"--kill_timeout must be >= 0 seconds, got {args.kill_timeout:g}")
+    from lstm_research.sweeps.check import check_run_options
+
+    check_run_options(args.executor, args.parallel, args.workers is not None, args.pack, args.kill_timeout)
     if args.top is not None and not 0 < args.top <= 1:
         raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {args.top:g}")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be a significance level in (0, 1), e.g. 0.05, got {args.alpha:g}")
     if args.workers is not None:
-        if args.executor != "local":
-            raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
-                            f"--executor {args.executor} (drop --workers to submit one job per trial)")
         _worker_options(args)  # its own checks
     if args.slurm_time < 1:
         raise UserError(f"--slurm_time must be >= 1 minute, got {args.slurm_time}")

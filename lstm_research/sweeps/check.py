@@ -9,6 +9,9 @@ trials would fail on:
 * an unknown key -- the error names the valid keys of its section and the closest match;
 * a value of the wrong type (``model.hidden_size=12.5``, ``train.lr=fast``);
 * a cell string ``cells.get`` refuses (``model.cell=vanila``, ``lstm:forget_bais=1``).
+
+:func:`check_run_options` refuses the run options that make no sense (``--parallel 0``,
+``--workers`` with Slurm), for ``experiments/sweep.py`` and ``run_sweep`` alike.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ import inspect
 from pathlib import Path
 from typing import Any, Iterable
 
+from lstm_research.errors import UserError
 from lstm_research.sweeps.spec import SweepSpec, SweepSpecError
 from lstm_research.sweeps.values import format_value
 
-__all__ = ["CELL_KEY", "apply_overrides", "check_spec", "load_trial_config"]
+__all__ = ["CELL_KEY", "EXECUTORS", "apply_overrides", "check_run_options", "check_spec", "load_trial_config"]
+
+#: where :func:`~lstm_research.sweeps.scheduler.run_sweep` runs trials
+EXECUTORS = ("local", "submitit_local", "slurm")
 
 #: The config key holding a cell string (validated with ``cells.get``).
 CELL_KEY = "model.cell"
@@ -174,3 +181,19 @@ def _check_cell(value: Any, config, flag: str) -> None:
         cells.get(str(value), hidden_size=hidden)
     except ValueError as e:
         raise SweepSpecError(f"{flag} {CELL_KEY}={format_value(value)}: {e}") from None
+
+
+def check_run_options(executor: str, parallel: int, workers: bool, pack: int | None,
+                      kill_timeout: float) -> None:
+    """Refuses options of :func:`~lstm_research.sweeps.scheduler.run_sweep` that make no sense, naming the value and the choices."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if int(parallel) < 1:
+        raise UserError(f"--parallel must be >= 1 (trials at once), got {parallel}")
+    if workers and executor != "local":
+        raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
+                        f"--executor {executor} (drop --workers to submit one job per trial)")
+    if pack is not None and int(pack) < 1:
+        raise UserError(f"--pack must be >= 1 (trials per program), got {pack}")
+    if float(kill_timeout) < 0:
+        raise UserError(f"--kill_timeout must be >= 0 seconds, got {kill_timeout:g}")

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from lstm_research.errors import UserError
-from lstm_research.sweeps.check import check_spec
+from lstm_research.sweeps.check import EXECUTORS, check_run_options, check_spec
 from lstm_research.sweeps.cluster import SubmititLauncher, SubmititOptions
 from lstm_research.sweeps.local import LocalLauncher, stop_stale_trial
 from lstm_research.sweeps.packs import Pack, mark_running, pack_log, plan_packs, prepare_pack
@@ -52,7 +52,6 @@ from lstm_research.sweeps.sweepdir import (
 
 __all__ = ["EXECUTORS", "SubmititOptions", "SweepReport", "WorkerOptions", "run_sweep"]
 
-EXECUTORS = ("local", "submitit_local", "slurm")
 RESULTS_EVERY_S = 60.0  # seconds between rewrites of results.csv while a sweep runs
 
 
@@ -339,19 +338,9 @@ def run_sweep(
       env: extra environment variables for the trials. With ``parallel > 1`` the local executor also sets
         ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (unless set) so JAX trials can share a GPU.
     """
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    if int(parallel) < 1:
-        raise UserError(f"--parallel must be >= 1 (trials at once), got {parallel}")
+    check_run_options(executor, parallel, workers is not None, pack, kill_timeout)
     if workers is not None:
-        if executor != "local":
-            raise UserError(f"--workers runs trials in local worker processes; it cannot be combined with "
-                            f"--executor {executor} (drop --workers to submit one job per trial)")
         parallel = int(workers.workers)
-    if pack is not None and int(pack) < 1:
-        raise UserError(f"--pack must be >= 1 (trials per program), got {pack}")
-    if float(kill_timeout) < 0:
-        raise UserError(f"--kill_timeout must be >= 0 seconds, got {kill_timeout}")
     sweep_dir = Path(sweep_dir).resolve()
     cwd = Path(cwd).resolve() if cwd is not None else repo_root()
     entry_path = Path(entry) if Path(entry).is_absolute() else cwd / entry
