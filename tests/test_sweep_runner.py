@@ -283,6 +283,28 @@ def test_restore_results_resumes_a_sweep_whose_directory_is_gone(env):
     assert again.states == first.states and len(_starts(env)) == 4
 
 
+def test_summarizing_a_results_folder_keeps_its_results(env):
+    """A results folder (sweep.json and results.csv, no trial folders: committed or copied) summarizes
+    as its sweep did; its results.csv used to be rewritten with every trial pending."""
+    import shutil
+
+    from lstm_research.sweeps.summary import summarize
+
+    spec = _spec(env, ["model.cell=vanilla,nig,cifg", "seed=0,1"], "fake.fail_cell=nig")
+    _run(env, spec)
+    ref = summarize(env / "sweep", plots=False)
+    folder = env / "results_folder"
+    folder.mkdir()
+    for name in ("sweep.json", "results.csv"):
+        shutil.copy(env / "sweep" / name, folder / name)
+    out = summarize(folder, plots=False)
+    assert (folder / "results.csv").read_text() == (env / "sweep" / "results.csv").read_text()
+    assert [r["status"] for r in out["rows"]].count("done") == 4  # nig's two trials failed
+    stats = ("label", "n", "failed", "unfinished", "mean", "p")
+    assert [{k: g[k] for k in stats} for g in out["groups"]] == [{k: g[k] for k in stats} for g in ref["groups"]]
+    assert [g["failed"] for g in out["groups"]] == [0, 2, 0]
+
+
 def test_results_csv_is_rewritten_while_the_sweep_runs(env, monkeypatch):
     """A sweep killed without writing results.csv at its end leaves a recent one behind."""
     from lstm_research.sweeps import scheduler

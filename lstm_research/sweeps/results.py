@@ -40,14 +40,21 @@ TAIL_COLUMNS = ("steps", "wall_time", "num_params", "attempts", "returncode", "e
 def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     """One dict per trial (columns as in results.csv, values typed) and sweep info.
 
+    A trial is read from its folder; one without a folder that the directory's results.csv records
+    as done or failed keeps that row (:func:`_rows_without_dirs`).
+
     The info dict holds ``swept_keys``, ``seed_keys``, ``random_keys``, ``log_scale_keys``, ``metric``
     (the most common primary metric of the done trials, or None) and ``lower_is_better``.
     """
     sweep_dir = Path(sweep_dir)
     spec, trials, _ = load_sweep(sweep_dir)
+    kept = _rows_without_dirs(sweep_dir)
     rows = []
     for t in trials:
         tdir = sweep_dir / t.id
+        if not tdir.exists() and t.id in kept:
+            rows.append({"trial": t.id, "index": t.index, **t.overrides, **kept[t.id]})
+            continue
         st = trial_state(tdir)
         result = read_json(tdir / RESULT_JSON) or {}
         row: dict[str, Any] = {"trial": t.id, "index": t.index, **t.overrides, "status": st["status"]}
@@ -76,6 +83,22 @@ def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
         "n_trials": len(trials),
     }
     return rows, info
+
+
+def _rows_without_dirs(sweep_dir: Path) -> dict[str, dict]:
+    """The done and failed rows of the directory's own results.csv, by trial id: what is known of a
+    trial whose folder is not there (a results folder of results.csv and sweep.json, committed or
+    copied), so that summarizing it keeps its results instead of rewriting them as pending."""
+    path = sweep_dir / RESULTS_CSV
+    if not path.is_file():
+        return {}
+    try:
+        rows = read_results_csv(path)
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return {}  # unreadable: the trial folders alone decide, as before
+    keep = ("status", "metric", "lower_is_better", *TAIL_COLUMNS)
+    return {r["trial"]: {k: v for k, v in r.items() if k in keep or k.startswith(("valid_", "test_"))}
+            for r in rows if r.get("status") in ("done", "failed") and r.get("trial")}
 
 
 def _columns(rows: Sequence[Mapping], swept_keys: Sequence[str]) -> list[str]:

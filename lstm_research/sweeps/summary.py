@@ -30,9 +30,9 @@ from lstm_research.sweeps.results import (
     read_results_csv,
     write_results_csv,
 )
-from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY
+from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY, SweepSpecError
 from lstm_research.sweeps.stats import describe, holm, sign_test, verdict, welch_test
-from lstm_research.sweeps.sweepdir import ERROR_TXT, RESULT_JSON, read_json
+from lstm_research.sweeps.sweepdir import ERROR_TXT, RESULT_JSON, load_sweep, read_json, repo_root
 from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
 
 __all__ = [
@@ -363,10 +363,16 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
 
 
 def _task_name(sweep_dir: Path, rows: Sequence[Mapping]) -> str | None:
-    """The task of the sweep's finished trials (their result.json ``task``), for axis units."""
+    """The task of the sweep's finished trials (their result.json ``task``), for axis units; for a
+    results folder without trial folders, the task of the sweep's config file, if it is found."""
     for r in rows:
         if r["status"] == "done":
             task = (read_json(sweep_dir / r["trial"] / RESULT_JSON) or {}).get("task")
             if task:
                 return task
-    return None
+    from lstm_research.sweeps.check import load_trial_config
+
+    try:
+        return str(load_trial_config(load_sweep(sweep_dir)[0].config, repo_root()).task.name)
+    except (SweepSpecError, AttributeError):
+        return None
