@@ -185,7 +185,8 @@ def _check_cell(value: Any, config, flag: str) -> None:
 
 def check_run_options(executor: str, parallel: int, workers: bool, pack: int | None,
                       kill_timeout: float) -> None:
-    """Refuses options of :func:`~lstm_research.sweeps.scheduler.run_sweep` that make no sense, naming the value and the choices."""
+    """Refuses options of :func:`~lstm_research.sweeps.scheduler.run_sweep` that make no sense,
+    naming the value and the choices."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if int(parallel) < 1:
