@@ -1,0 +1,46 @@
+"""lstm_research: LSTM variants as pure functions over params pytrees, in JAX.
+
+Importing the package sets one XLA:CPU option, before JAX creates its CPU client (see
+:data:`SMALL_WHILE_LOOP_BYTES`).
+"""
+
+import importlib.metadata
+import importlib.util
+import os
+
+#: XLA:CPU compiles a while loop whose body touches fewer bytes than this into one kernel (its
+#: ``SmallWhileLoopHoistingPass``) instead of dispatching each of the body's operations at every
+#: step; XLA's default is 1 kB, which no recurrent layer's loop fits. On the 2-core CPU
+#: (2026-12-02; README "Speed") FGR's batch-1 training step then ran 1.5-1.9x faster at widths
+#: 20-63, batch-32 steps as fast as before, and a Greff JSB run gave the same bits.
+#: ``XLA_FLAGS=--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=0`` keeps
+#: XLA's default (vmapped packs of trials ran slower with it). Set only when ``XLA_FLAGS`` does
+#: not already pass ``--xla_backend_extra_options`` and no GPU or TPU plugin is installed (XLA
+#: hands backend options it does not know to LLVM, which ends the process on an unknown one, as
+#: seen on the CPU with another key; whether the GPU backends know this one is untested); it
+#: applies only if JAX's CPU client has not been created yet.
+SMALL_WHILE_LOOP_BYTES = 1_000_000_000
+
+
+def _accelerator_plugin_installed() -> bool:
+    if any(importlib.util.find_spec(m) is not None for m in ("libtpu", "jax_cuda12_plugin",
+                                                              "jax_cuda13_plugin")):
+        return True
+    if importlib.util.find_spec("jax_plugins") is not None:
+        import jax_plugins  # namespace package of PJRT plugins (xla_cuda12, xla_rocm, ...)
+
+        if any(not e.name.startswith(("_", ".")) for p in jax_plugins.__path__ if os.path.isdir(p)
+               for e in os.scandir(p)):
+            return True
+    return bool(importlib.metadata.entry_points(group="jax_plugins"))
+
+
+def _set_xla_cpu_flags() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_extra_options" in flags or _accelerator_plugin_installed():
+        return
+    os.environ["XLA_FLAGS"] = (f"{flags} --xla_backend_extra_options="
+                               f"xla_cpu_small_while_loop_byte_threshold={SMALL_WHILE_LOOP_BYTES}").strip()
+
+
+_set_xla_cpu_flags()

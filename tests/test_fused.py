@@ -276,3 +276,51 @@ def test_auto_takes_fused_fgr_from_its_measured_width():
     assert not Stack(cells.get("fgr", w - 1), fused="auto").length_free
     assert Stack(cells.get("fgr", w), fused="auto").length_free
     assert Stack(cells.get("fgr", 4), fused=True).length_free
+
+
+_SMALL_LOOPS_PROBE = """
+import json, os, sys
+import numpy as np
+import jax, jax.numpy as jnp
+from lstm_research import cells
+from lstm_research.layers import Stack
+stack = Stack(cells.get("vanilla", 24), num_layers=1, fused=True)
+params = stack.init(jax.random.key(0), 5)
+xs = jax.random.normal(jax.random.key(1), (1, 40, 5))
+lengths = jnp.array([33])
+grad = jax.jit(jax.grad(lambda p, x: jnp.sum(stack.apply(p, x, lengths=lengths)[0] ** 2)))
+hlo = grad.lower(params, xs).compile().as_text()
+print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS"), "small_calls": hlo.count("xla_cpu_small_call"),
+                  "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grad(params, xs))]}))
+"""
+
+
+def test_import_compiles_the_fused_loops_as_single_cpu_kernels():
+    """Importing lstm_research sets XLA:CPU's small-while-loop threshold (unless XLA_FLAGS already
+    passes backend options): the fused layer's forward and backward loops then compile to one
+    kernel each (``xla_cpu_small_call``), with the same gradients as XLA's default, which
+    dispatches every operation of the loop body at each step."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import lstm_research
+
+    def probe(xla_flags):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if xla_flags is not None:
+            env["XLA_FLAGS"] = xla_flags
+        out = subprocess.run([sys.executable, "-c", _SMALL_LOOPS_PROBE], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    default = probe(None)
+    assert default["xla_flags"] == ("--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold="
+                                    f"{lstm_research.SMALL_WHILE_LOOP_BYTES}")
+    assert default["small_calls"] == 2  # the forward loop and the backward loop
+    off = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=0"
+    xla_default = probe(off)
+    assert xla_default["xla_flags"] == off and xla_default["small_calls"] == 0  # left as the user set it
+    for a, b in zip(default["grads"], xla_default["grads"], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
