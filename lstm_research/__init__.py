@@ -26,12 +26,11 @@ def _accelerator_plugin_installed() -> bool:
     if any(importlib.util.find_spec(m) is not None for m in ("libtpu", "jax_cuda12_plugin",
                                                               "jax_cuda13_plugin")):
         return True
-    if importlib.util.find_spec("jax_plugins") is not None:
-        import jax_plugins  # namespace package of PJRT plugins (xla_cuda12, xla_rocm, ...)
-
-        if any(not e.name.startswith(("_", ".")) for p in jax_plugins.__path__ if os.path.isdir(p)
-               for e in os.scandir(p)):
-            return True
+    plugins = importlib.util.find_spec("jax_plugins")  # namespace package of PJRT plugins
+    if plugins is not None and any(not e.name.startswith(("_", "."))
+                                   for p in plugins.submodule_search_locations or ()
+                                   if os.path.isdir(p) for e in os.scandir(p)):
+        return True
     return bool(importlib.metadata.entry_points(group="jax_plugins"))
 
 
