@@ -23,10 +23,11 @@ SMALL_WHILE_LOOP_BYTES = 1_000_000_000
 
 
 def _accelerator_plugin_installed() -> bool:
-    if any(importlib.util.find_spec(m) is not None for m in ("libtpu", "jax_cuda12_plugin",
-                                                              "jax_cuda13_plugin")):
+    """libtpu, or a PJRT plugin where JAX looks for them: the ``jax_plugins`` namespace package
+    (``xla_cuda12``, ``xla_rocm``, ...) or the ``jax_plugins`` entry points."""
+    if importlib.util.find_spec("libtpu") is not None:
         return True
-    plugins = importlib.util.find_spec("jax_plugins")  # namespace package of PJRT plugins
+    plugins = importlib.util.find_spec("jax_plugins")
     if plugins is not None and any(not e.name.startswith(("_", "."))
                                    for p in plugins.submodule_search_locations or ()
                                    if os.path.isdir(p) for e in os.scandir(p)):

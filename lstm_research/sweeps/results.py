@@ -44,7 +44,8 @@ def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
     as done or failed keeps that row (:func:`_rows_without_dirs`).
 
     The info dict holds ``swept_keys``, ``seed_keys``, ``random_keys``, ``log_scale_keys``, ``metric``
-    (the most common primary metric of the done trials, or None) and ``lower_is_better``.
+    (the most common primary metric of the done trials, or None), ``lower_is_better``, ``n_trials``
+    and ``config`` (the trials' config file).
     """
     sweep_dir = Path(sweep_dir)
     spec, trials, _ = load_sweep(sweep_dir)
@@ -81,6 +82,7 @@ def collect_results(sweep_dir: Path | str) -> tuple[list[dict], dict]:
         "metrics": sorted(metrics),
         "lower_is_better": bool(Counter(lib).most_common(1)[0][0]) if lib else None,
         "n_trials": len(trials),
+        "config": spec.config,
     }
     return rows, info
 

@@ -32,7 +32,7 @@ from lstm_research.sweeps.results import (
 )
 from lstm_research.sweeps.spec import ABLATION_BASELINE, ABLATION_KEY, SweepSpecError
 from lstm_research.sweeps.stats import describe, holm, sign_test, verdict, welch_test
-from lstm_research.sweeps.sweepdir import ERROR_TXT, RESULT_JSON, load_sweep, read_json, repo_root
+from lstm_research.sweeps.sweepdir import ERROR_TXT, RESULT_JSON, read_json, repo_root
 from lstm_research.sweeps.values import format_value, is_seed_key, parse_value
 
 __all__ = [
@@ -335,7 +335,7 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
 
         from lstm_research.tasks import metric_label  # jax: only when plotting
 
-        label = metric_label(_task_name(sweep_dir, rows), metric)
+        label = metric_label(_task_name(sweep_dir, rows, info["config"]), metric)
         marks_note = (f"*: Welch p < {alpha:g}, †: sign test p < {alpha:g}\nvs {base}"
                       + (" (Holm-adjusted)" if holm_adjust else ""))
         out["plots"] = make_plots(sweep_dir, rows, info, metric=metric, keys=keys, baseline=base,
@@ -362,7 +362,7 @@ def summarize(sweep_dir: Path | str, *, group_by: str | Sequence[str] | None = N
     return out
 
 
-def _task_name(sweep_dir: Path, rows: Sequence[Mapping]) -> str | None:
+def _task_name(sweep_dir: Path, rows: Sequence[Mapping], config: str) -> str | None:
     """The task of the sweep's finished trials (their result.json ``task``), for axis units; for a
     results folder without trial folders, the task of the sweep's config file, if it is found."""
     for r in rows:
@@ -373,6 +373,6 @@ def _task_name(sweep_dir: Path, rows: Sequence[Mapping]) -> str | None:
     from lstm_research.sweeps.check import load_trial_config
 
     try:
-        return str(load_trial_config(load_sweep(sweep_dir)[0].config, repo_root()).task.name)
+        return str(load_trial_config(config, repo_root()).task.name)
     except (SweepSpecError, AttributeError):
         return None
