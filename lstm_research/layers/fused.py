@@ -26,14 +26,16 @@ What else the measurements on a 2-core CPU said (see ``experiments/benchmark.py`
 * the weight-gradient matmuls take materialized transposes: XLA ran ``h_prev^T @ dpre`` with
   the transpose folded into the dot single-threaded at about half the speed;
 * ``unroll`` > 1 and computing the input projection inside the loop for ``I = 1`` were slower;
-* with ``lengths``, the matmuls outside the loops (input projection, weight gradients) run in
-  chunks of :data:`ROW_CHUNK` steps up to the batch's longest sequence, not over every padded
-  step: 1.03x, 1.04x and 1.08x per training epoch at widths 20, 63 and 200 on the Greff JSB
-  protocol (batch 1, padded to 128 steps, 59 on average; 2026-12-01).
-  The backward's precomputed factors stay one fusion over all ``T`` steps: computed in the
-  same chunks instead, they cost more (a ``jax.profiler`` trace at width 63: 2.2 chunks of 32
-  steps per update, 173 us, against 132 us for all 128 padded steps; training epochs no
-  faster in an interleaved comparison at widths 20, 63 and 200; 2026-12-02).
+* with ``lengths``, the work outside the loops runs only over the chunks of :data:`ROW_CHUNK`
+  steps that the loops visit (up to the batch's longest sequence), not over every padded step:
+  the input projection in a loop over those chunks; the backward's factors (one fusion) and
+  its weight gradients (one matmul each) at the static length of those chunks, through a
+  ``lax.switch`` over the ``T // ROW_CHUNK`` lengths (each branch compiled once, the reverse
+  loop between them once). On the Greff JSB protocol (batch 1, padded to 128 steps, 59 on
+  average) chunks made the training epoch 1.03x, 1.04x and 1.08x faster at widths 20, 63 and
+  200 (2026-12-01); the switch in the backward, with the factors as one concatenate (a select
+  on the gate index computed every gate's factor for each element), another 1.0x, 1.15x and
+  1.2x (one core, 2026-12-02), for about 0.6 s more compile time per program.
 
 Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, tanh or identity
 input/output activations, any subset of gates, CIFG, peepholes, cell clipping and full gate
@@ -375,16 +377,56 @@ def gate_factors(spec, act, c, c_prev, peep, one=1.0):
 def _lstm_bwd(spec, res, cotangents):
     w_x, (w_h, w_g), peeps, xs, valid, rmask, Y, C, R, acts = res
     dhT, dcT, dgT, dys = cotangents
-    H, gates = spec.H, spec.gates
-    n = len(gates)
-    T, B, I = xs.shape
+    T = xs.shape[0]
+    dvalid = None if valid is None else jnp.zeros_like(valid)
+    chunk = _row_chunk(spec, T)
+    if chunk is None:
+        D, seq = _factors(spec, peeps, valid, C, acts, dys)
+        dh0, dc0, dg0, dpre = _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT)
+        grads = _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C, R, dpre)
+        return grads[:5] + (dh0, dc0, dg0, dvalid) + grads[5:]
+
+    # With lengths, the work outside the loop runs over the chunks of steps that the loop
+    # visits only, at a static length: a switch over the T // chunk lengths, each branch one
+    # fusion (the factors, padded with zeros to T) or one matmul per weight (the gradients;
+    # the gradient of xs padded with zeros to T). The loop itself is compiled once.
+    def at(length, fn, pad):
+        def run(args):
+            # [T, ...] and [T + 1, ...] arrays to their first length (+ 1) rows
+            cut = tuple(None if a is None else a[:length + a.shape[0] - T] for a in args)
+            return pad(fn(*cut), length)
+        return run
+
+    def switch(fn, pad, *args):
+        n = T // chunk
+        index = _chunks(spec, valid, T, chunk) - 1
+        return jax.lax.switch(index, [at((k + 1) * chunk, fn, pad) for k in range(n)], args)
+
+    def pad_rows(tree, length):
+        return jax.tree.map(lambda a: jnp.pad(a, [(0, T - length)] + [(0, 0)] * (a.ndim - 1)),
+                            tree)
+
+    D, seq = switch(lambda C, valid, dys, *acts: _factors(spec, peeps, valid, C, acts, dys),
+                    pad_rows, C, valid, dys, *acts)
+    dh0, dc0, dg0, dpre = _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT)
+    grads = switch(lambda xs, Y, C, R, dpre: _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C,
+                                                          R, dpre),
+                   lambda g, length: g[:4] + (pad_rows(g[4], length),) + g[5:],
+                   xs, Y, C, R if spec.fgr else None, dpre)
+    return grads[:5] + (dh0, dc0, dg0, dvalid) + grads[5:]
+
+
+def _factors(spec, peeps, valid, C, acts, dys):
+    """The backward's per-step factors that do not depend on the incoming gradient, for all
+    steps at once (:func:`gate_factors`): ``D`` [T, B, n*H], the gate factors that the loop
+    overwrites with ``dpre``, and the sequences the loop reads per step."""
+    gates = spec.gates
     peep = dict(zip(spec.peep, peeps))
     act = dict(zip(gates, acts))
     cs, c_prev = C[1:], C[:-1]
+    T, B, H = cs.shape
     one = jnp.ones((), cs.dtype)
-
-    # Per-step factors that do not depend on the incoming gradient, for all steps at once
-    # (gate_factors); peepholes, CIFG, clipping and masking only change these factors.
+    # peepholes, CIFG, clipping and masking only change these factors
     K, Kc, F = gate_factors(spec, act, cs, c_prev, peep, one)
     if spec.masked:
         # padded steps: no gradient into the gates, carries pass through unchanged
@@ -394,15 +436,11 @@ def _lstm_bwd(spec, res, cotangents):
         dys = dys * valid
     Kc = jnp.broadcast_to(Kc, cs.shape)
     F = jnp.broadcast_to(F, cs.shape)
-    # The gate factors as one [T, B, n*H] array made by one elementwise pass (a select on the
-    # gate index rather than a concatenate, which XLA runs as an extra copy); the backward
-    # loop overwrites each step's factors with that step's dpre, in place.
-    gi = jnp.arange(n).reshape(1, 1, n, 1)
-    Kcat = jnp.broadcast_to(K[gates[-1]], cs.shape)[:, :, None]
-    for k in range(n - 2, -1, -1):
-        Kcat = jnp.where(gi == k, jnp.broadcast_to(K[gates[k]], cs.shape)[:, :, None], Kcat)
-    Kcat = Kcat.reshape(T, B, n * H)
-    n_c = sum(g != "o" for g in gates)
+    # The gate factors as one [T, B, n*H] array, one fusion with the concatenate (each element
+    # computes its own gate's factor; a select on the gate index computed all n, and was
+    # 2.4x slower at width 200); the backward loop overwrites each step's factors with that
+    # step's dpre, in place.
+    Kcat = jnp.concatenate([jnp.broadcast_to(K[g], cs.shape) for g in gates], axis=-1)
     seq = (dys, Kc, F) + ((valid,) if spec.masked else ())
     if spec.fgr:
         # FGR: dg(t), the gradient of the carried (i, f, o) of step t (from step t+1's matmul,
@@ -413,11 +451,20 @@ def _lstm_bwd(spec, res, cotangents):
         S_peep = {g: S[g] * peep[g] if g in peep else zero for g in "ifo"}
         seq = seq + (jnp.concatenate([S["i"], S["f"], zero, S["o"]], axis=-1),
                      S_peep["o"], S_peep["i"], S_peep["f"])
+    return Kcat, seq
+
+
+def _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT):
+    """The backward loop from the last visited step down: ``(dh0, dc0, dg0, dpre)``, with
+    ``dpre`` [T, B, n*H] written over the factors ``D`` (rows past the longest sequence stay
+    zero: their factors are masked)."""
+    H, gates = spec.H, spec.gates
+    n_c = sum(g != "o" for g in gates)
 
     def dot_wT(d, w=w_h):  # d @ w^T without materializing the transpose
         return jax.lax.dot_general(d, w, (((1,), (1,)), ((), ())))
 
-    n_steps = _steps(spec, valid, T)
+    n_steps = _steps(spec, valid, D.shape[0])
 
     def body(k, carry):
         dh, dc, dg, D = carry
@@ -429,7 +476,7 @@ def _lstm_bwd(spec, res, cotangents):
         if spec.fgr:
             s_cat, s_po, s_pi, s_pf = rest
             dc = dc + dg[:, 2 * H:] * s_po
-        parts = [dc] * n_c + ([dh] if "o" in act else [])
+        parts = [dc] * n_c + ([dh] if "o" in gates else [])
         dpre = jnp.concatenate(parts, axis=-1) * _at(D, t)
         if spec.fgr:
             dpre = dpre + jnp.concatenate([dg[:, :2 * H], jnp.zeros_like(dh), dg[:, 2 * H:]],
@@ -451,39 +498,33 @@ def _lstm_bwd(spec, res, cotangents):
             dc_prev = dc_prev + dg[:, :H] * s_pi + dg[:, H:2 * H] * s_pf
         return dh_prev, dc_prev, dg_prev, D
 
-    # steps past the longest sequence are not visited: their factors are zero (masked above),
-    # so their rows of dpre are too
-    dh0, dc0, dg0, dpre = jax.lax.fori_loop(0, n_steps, body, (dhT, dcT, dgT, Kcat),
-                                            unroll=spec.unroll)
+    return jax.lax.fori_loop(0, n_steps, body, (dhT, dcT, dgT, D), unroll=spec.unroll)
 
-    # Weight gradients: one matmul each over all T*B rows, after the loop.
+
+def _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C, R, dpre):
+    """``(d w_x, d (w_h, w_gates), d b, d peepholes, d xs, d recurrent_mask)`` from
+    ``dpre`` over all steps given: the weight gradients one matmul each over all T*B rows."""
+    T, B, I = xs.shape
+    H, gates = spec.H, spec.gates
+    n = len(gates)
     h_prev = Y[:-1]
     if spec.dropmask:
         h_prev = h_prev * rmask
     dpre2 = dpre.reshape(T * B, n * H)
     rows = (h_prev, xs, dpre) + ((R[:-1],) if spec.fgr else ())
-    C = _row_chunk(spec, T)
-    if C is None:
-        grads = _weight_grads(*(r.reshape(T * B, -1) for r in rows))
-    else:  # only the chunks of steps that the loop visited (dpre is zero after them)
-        def accumulate(k, acc):
-            chunk = (jax.lax.dynamic_slice_in_dim(a, k * C, C).reshape(C * B, -1) for a in rows)
-            return tuple(s + g for s, g in zip(acc, _weight_grads(*chunk)))
-        zeros = tuple(jnp.zeros(w.shape, w.dtype) for w in (w_h, w_x, dpre[0, 0])) + (
-            (jnp.zeros(w_g.shape, w_g.dtype),) if spec.fgr else ())
-        grads = jax.lax.fori_loop(0, _chunks(spec, valid, T, C), accumulate, zeros)
-    dw_h, dw_x, db, *dw_g = grads
+    dw_h, dw_x, db, *dw_g = _weight_grads(*(r.reshape(T * B, -1) for r in rows))
     dw_rec = (dw_h, dw_g[0] if spec.fgr else None)
     dxs = (dpre2 @ w_x.T).reshape(T, B, I)
     dpre_g = dict(zip(gates, _split(dpre, n, H)))
+    cs, c_prev = C[1:], C[:-1]
     dpeeps = tuple(jnp.sum(dpre_g[g] * (cs if g == "o" else c_prev), axis=(0, 1))
                    for g in spec.peep)
-    dvalid = None if valid is None else jnp.zeros_like(valid)
     drmask = None
     if spec.dropmask:
         # rmask multiplies h before the matmul: d rmask = sum_t h_prev * (dpre @ w_h^T)
-        drmask = jnp.sum(Y[:-1] * dot_wT(dpre2).reshape(T, B, H), axis=0)
-    return (dw_x, dw_rec, db, dpeeps, dxs, dh0, dc0, dg0, dvalid, drmask)
+        drmask = jnp.sum(Y[:-1] * jax.lax.dot_general(dpre2, w_h, (((1,), (1,)), ((), ())))
+                         .reshape(T, B, H), axis=0)
+    return (dw_x, dw_rec, db, dpeeps, dxs, drmask)
 
 
 def _ifo(dpre):
