@@ -14,11 +14,11 @@ one vmapped program), each in a fresh temporary sweep dir, and reports:
   against K epochs of one trial: whether packing pays, without the padding to the widest);
   ``--pack_sizes K1,K2,..`` does the same for each K without the sweep modes (on a GPU:
   ``--modes none --pack_sizes 64,256,1024``), with the full study projected in packs of each K;
-* per width (20, 63, 200), in this process after a warm-up (as in a worker: imports, data and
-  compiled programs already there): the time of an epoch (training + validation), the update time
-  per training sequence (epoch time / training sequences, validation included), and the fixed cost
-  of a trial (a 1-epoch trial minus one epoch; epoch time from a 1-epoch and a (1+D)-epoch trial,
-  ``--timing_epochs D``).
+* per width (20, 63, 200), in this process after a warm-up and pinned to one CPU (as in a worker:
+  imports, data and compiled programs already there): the time of an epoch (training +
+  validation), the update time per training sequence (epoch time / training sequences, validation
+  included), and the fixed cost of a trial (a 1-epoch trial minus one epoch; epoch time from a
+  1-epoch and a (1+D)-epoch trial, ``--timing_epochs D``).
 
 Timings are only meaningful on an otherwise idle machine. Smoke run::
 
@@ -102,14 +102,24 @@ def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0
     return time.perf_counter() - t0
 
 
+def pin_to_one_cpu() -> None:
+    """Run the rest of this process on one CPU, as a sweep worker runs (``sweeps.workers`` pins
+    each to one): XLA then compiles on one core too (on 2 cores a new width's programs compiled
+    in 2.4-2.6 s, pinned in 3.4-3.7 s; 2026-12-02), so the fixed costs are those of a worker."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
-    """Per width, in this process (like a worker): epoch time, update time, fixed cost per trial
-    (``sets``: config overrides ``key=value`` of these timing trials, e.g. ``model.cell=fgr``)."""
+    """Per width, in this process pinned to one CPU (like a worker): epoch time, update time,
+    fixed cost per trial (``sets``: config overrides ``key=value`` of these timing trials, e.g.
+    ``model.cell=fgr``)."""
     # as in a worker: JAX's persistent compilation cache (a trial of a width seen before reuses
     # the jitted steps in memory, training.loop._steps_key; its init program comes from the cache)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    pin_to_one_cpu()
     import run
 
     out = {}

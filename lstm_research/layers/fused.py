@@ -198,18 +198,9 @@ def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gate
     # inside the loop were the slowest variant measured. (Computing x @ w_x inside the loop
     # for tiny inputs, I = 1, was slower too.)
     ws, bs = _split(w_x, n, H), _split(b, n, H)
-    C = _row_chunk(spec, T)
-    if C is None:
-        x2 = xs.reshape(T * B, I)
-        seq = tuple((x2 @ wk + bk).reshape(T, B, H) for wk, bk in zip(ws, bs))
-    else:  # only the chunks of steps that the loop visits (the rest stays zero, unread)
-        def project(k, bufs):
-            xk = jax.lax.dynamic_slice_in_dim(xs, k * C, C).reshape(C * B, I)
-            return tuple(jax.lax.dynamic_update_slice_in_dim(
-                buf, (xk @ wk + bk).reshape(C, B, H), k * C, 0)
-                for buf, wk, bk in zip(bufs, ws, bs))
-        seq = jax.lax.fori_loop(0, _chunks(spec, valid, T, C), project,
-                                tuple(jnp.zeros((T, B, H), xs.dtype) for _ in ws))
+    # (with lengths, over the steps that the loop visits only: the rest is zero, unread)
+    seq = _over_visited(spec, valid, _row_chunk(spec, T), lambda xs: tuple(
+        (xs.reshape(-1, I) @ wk + bk).reshape(-1, B, H) for wk, bk in zip(ws, bs)), xs)
     if spec.masked:
         seq = seq + (valid,)
 
@@ -305,6 +296,31 @@ def _chunks(spec, valid, T, C):
     return (_steps(spec, valid, T) + C - 1) // C
 
 
+def _pad_rows(tree, T):
+    """The arrays of ``tree`` padded with zero rows to ``T`` along their first axis."""
+    return jax.tree.map(lambda a: jnp.pad(a, [(0, T - a.shape[0])] + [(0, 0)] * (a.ndim - 1)),
+                        tree)
+
+
+def _over_visited(spec, valid, chunk, fn, *args, pad=_pad_rows):
+    """``fn(*args)`` over the steps the loops visit only: every ``[T, ...]`` (``[T + 1, ...]``)
+    argument cut to its first ``L`` (``L + 1``) rows, ``L`` the length of the chunks of ``chunk``
+    steps up to the batch's longest sequence; the outputs padded to ``T`` by ``pad(out, T)``.
+    One matmul or fusion at a static length each, through a ``lax.switch`` over the ``T //
+    chunk`` lengths (a loop over chunks added the chunks' partial results, and a fusion in
+    chunks was slower than one over all T). With ``chunk`` None: ``fn(*args)`` over all steps."""
+    if chunk is None:
+        return fn(*args)
+    T = valid.shape[0]
+
+    def at(length):
+        def run(args):
+            return pad(fn(*(None if a is None else a[:length + a.shape[0] - T] for a in args)), T)
+        return run
+    index = _chunks(spec, valid, T, chunk) - 1
+    return jax.lax.switch(index, [at((k + 1) * chunk) for k in range(T // chunk)], args)
+
+
 def _steps(spec, valid, T):
     """The loops' trip count: with ``lengths``, the batch's longest sequence (a traced value:
     padding a batch to any length then costs only the work outside the loops, and one compiled
@@ -380,39 +396,15 @@ def _lstm_bwd(spec, res, cotangents):
     T = xs.shape[0]
     dvalid = None if valid is None else jnp.zeros_like(valid)
     chunk = _row_chunk(spec, T)
-    if chunk is None:
-        D, seq = _factors(spec, peeps, valid, C, acts, dys)
-        dh0, dc0, dg0, dpre = _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT)
-        grads = _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C, R, dpre)
-        return grads[:5] + (dh0, dc0, dg0, dvalid) + grads[5:]
-
-    # With lengths, the work outside the loop runs over the chunks of steps that the loop
-    # visits only, at a static length: a switch over the T // chunk lengths, each branch one
-    # fusion (the factors, padded with zeros to T) or one matmul per weight (the gradients;
-    # the gradient of xs padded with zeros to T). The loop itself is compiled once.
-    def at(length, fn, pad):
-        def run(args):
-            # [T, ...] and [T + 1, ...] arrays to their first length (+ 1) rows
-            cut = tuple(None if a is None else a[:length + a.shape[0] - T] for a in args)
-            return pad(fn(*cut), length)
-        return run
-
-    def switch(fn, pad, *args):
-        n = T // chunk
-        index = _chunks(spec, valid, T, chunk) - 1
-        return jax.lax.switch(index, [at((k + 1) * chunk, fn, pad) for k in range(n)], args)
-
-    def pad_rows(tree, length):
-        return jax.tree.map(lambda a: jnp.pad(a, [(0, T - length)] + [(0, 0)] * (a.ndim - 1)),
-                            tree)
-
-    D, seq = switch(lambda C, valid, dys, *acts: _factors(spec, peeps, valid, C, acts, dys),
-                    pad_rows, C, valid, dys, *acts)
+    # the work outside the loop over the steps that the loop visits only (with lengths)
+    D, seq = _over_visited(spec, valid, chunk, lambda C, valid, dys, *acts: _factors(
+        spec, peeps, valid, C, acts, dys), C, valid, dys, *acts)
     dh0, dc0, dg0, dpre = _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT)
-    grads = switch(lambda xs, Y, C, R, dpre: _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C,
-                                                          R, dpre),
-                   lambda g, length: g[:4] + (pad_rows(g[4], length),) + g[5:],
-                   xs, Y, C, R if spec.fgr else None, dpre)
+    grads = _over_visited(
+        spec, valid, chunk,
+        lambda xs, Y, C, R, dpre: _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C, R, dpre),
+        xs, Y, C, R if spec.fgr else None, dpre,
+        pad=lambda g, T: g[:4] + (_pad_rows(g[4], T),) + g[5:])  # d xs: padded
     return grads[:5] + (dh0, dc0, dg0, dvalid) + grads[5:]
 
 
