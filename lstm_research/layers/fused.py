@@ -28,14 +28,14 @@ What else the measurements on a 2-core CPU said (see ``experiments/benchmark.py`
 * ``unroll`` > 1 and computing the input projection inside the loop for ``I = 1`` were slower;
 * with ``lengths``, the work outside the loops runs only over the chunks of :data:`ROW_CHUNK`
   steps that the loops visit (up to the batch's longest sequence), not over every padded step:
-  the input projection in a loop over those chunks; the backward's factors (one fusion) and
-  its weight gradients (one matmul each) at the static length of those chunks, through a
-  ``lax.switch`` over the ``T // ROW_CHUNK`` lengths (each branch compiled once, the reverse
-  loop between them once). On the Greff JSB protocol (batch 1, padded to 128 steps, 59 on
-  average) chunks made the training epoch 1.03x, 1.04x and 1.08x faster at widths 20, 63 and
-  200 (2026-12-01); the switch in the backward, with the factors as one concatenate (a select
-  on the gate index computed every gate's factor for each element), another 1.0x, 1.15x and
-  1.2x (one core, 2026-12-02), for about 0.6 s more compile time per program.
+  the input projection (one matmul per gate), the backward's factors (one fusion) and its
+  weight gradients (one matmul each), each at the static length of those chunks through a
+  ``lax.switch`` over the ``T // ROW_CHUNK`` lengths (:func:`_over_visited`; the loops
+  themselves are compiled once). On the Greff JSB protocol (batch 1, padded to 128 steps, 59
+  on average) chunks in a loop made the training epoch 1.03x, 1.04x and 1.08x faster at widths
+  20, 63 and 200 (2026-12-01); the switch, with the factors as one concatenate (a select on the
+  gate index computed every gate's factor for each element), another 1.0x, 1.15-1.2x and
+  1.2x (one core, 2026-12-02).
 
 Supported: the :class:`~lstm_research.cells.lstm.LSTM` cell with sigmoid gates, tanh or identity
 input/output activations, any subset of gates, CIFG, peepholes, cell clipping and full gate
@@ -279,8 +279,14 @@ def cell_update(spec, gates, c_prev, keep=None):
     return c if keep is None else jnp.where(keep, c, c_prev)
 
 
-#: rows (steps) per chunk of the matmuls outside the loops; None: always over all T steps
-ROW_CHUNK = 32
+#: steps per chunk of the work outside the loops (see :func:`_over_visited`); None: always over
+#: all T steps. Each chunk length is a branch compiled into the program: on the Greff JSB
+#: protocol (training batches padded to 128 steps, 59 on average; evaluation to 160) chunks of
+#: 64 trained as fast as chunks of 32 (0.049-0.054 / 0.108-0.113 / 0.364-0.368 s against
+#: 0.049-0.053 / 0.107-0.112 / 0.362-0.369 s per training epoch at widths 20 / 63 / 200, one
+#: core, two interleaved runs) and compiled a new width's train and evaluation steps in 2.0 s
+#: instead of 2.9 s (2026-12-02).
+ROW_CHUNK = 64
 
 
 def _row_chunk(spec, T):
