@@ -262,20 +262,19 @@ def test_chunked_parallel_form_matches_associative_scan():
                                        err_msg=str(label))
 
 
-def test_auto_takes_fused_fgr_from_its_measured_width():
-    """``fused="auto"`` runs FGR through the fused layer from ``FGR_AUTO_MIN_WIDTH`` units on
-    (below it the generic scan measured as fast); ``True`` takes it at any width."""
+def test_auto_takes_fused_fgr_at_every_width():
+    """``fused="auto"`` runs FGR through the fused layer at every width, as ``True`` does;
+    ``False`` never."""
     def uses_fused(width, flag):
         cell = cells.get("fgr", width)
         params = cell.init(jax.random.key(0), I)
         xs, carry = jnp.ones((T, B, I)), cell.initial_carry((B,))
         jaxpr = jax.make_jaxpr(lambda p, x, c: scan(cell, p, x, c, fused=flag))(params, xs, carry)
         return "custom_vjp" in str(jaxpr)
-    w = fused.FGR_AUTO_MIN_WIDTH
-    assert not uses_fused(w - 1, "auto") and uses_fused(w, "auto") and uses_fused(4, True)
-    assert not Stack(cells.get("fgr", w - 1), fused="auto").length_free
-    assert Stack(cells.get("fgr", w), fused="auto").length_free
-    assert Stack(cells.get("fgr", 4), fused=True).length_free
+    assert uses_fused(4, "auto") and uses_fused(63, "auto") and uses_fused(4, True)
+    assert not uses_fused(63, False)
+    assert Stack(cells.get("fgr", 4), fused="auto").length_free
+    assert not Stack(cells.get("fgr", 63), fused=False).length_free
 
 
 _SMALL_LOOPS_PROBE = """

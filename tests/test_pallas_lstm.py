@@ -202,8 +202,8 @@ def test_config_model_fused_pallas_same_loss_and_grads():
     ("vanilla", 65, "above the 160 KiB budget", "fused LSTM layer"),
     # FGR at H = 64: w_h and w_gates are 13 x 64 x 64 float32 = 208 KiB, plus 36 KiB of tiles
     ("fgr", 64, "FGR, float32) needs 244 KiB", "fused LSTM layer"),
-    # ... and at H = 40 (padded to 64), below fused.FGR_AUTO_MIN_WIDTH: the generic scan
-    ("fgr", 40, "above the 160 KiB budget", "generic scan"),
+    # ... and at H = 40 (padded to 64)
+    ("fgr", 40, "above the 160 KiB budget", "fused LSTM layer"),
 ])
 def test_unsupported_falls_back_with_same_results(spec, hidden, reason, path, monkeypatch):
     monkeypatch.setattr(pallas_lstm, "_LOGGED", set())

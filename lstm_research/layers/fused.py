@@ -79,23 +79,15 @@ def shared_trip_count(axis_name: str):
         _TRIP_AXES.pop()
 
 
-#: ``fused="auto"`` runs FGR through the fused layer from this width on; below it the two were
-#: even. Measured on a 2-core CPU, 2026-12-01, fused against generic: a batch-1 training step
-#: (``experiments/benchmark.py --suite greff``, two runs, the second in
-#: experiments/results/benchmark_greff_cpu.json) 0.98x/0.98x at width 20, 1.11x/1.01x at 40,
-#: 1.05x/0.96x at 63, 1.51x/1.22x at 128, 1.63x/1.37x at 200; a training epoch of the Greff JSB
-#: protocol 0.89-0.92x at 20, 1.00x at 40, 1.04-1.07x at 63, 1.10x at 90, 1.08-1.32x at 128-200.
-FGR_AUTO_MIN_WIDTH = 64
-
-
-def unsupported(cell: Cell, *, zoneout=None, remat=False, auto=False) -> str | None:
-    """Why the fused layer cannot run this configuration (None if it can); with ``auto``
-    (``fused="auto"``), also where it can but was measured no faster."""
+def unsupported(cell: Cell, *, zoneout=None, remat=False) -> str | None:
+    """Why the fused layer cannot run this configuration (None if it can). (Until 2026-12-02
+    ``fused="auto"`` also kept FGR below 64 units on the generic scan, measured as fast then;
+    since the backward's work outside its loop runs over the visited steps only, a Greff JSB
+    epoch of FGR is 1.43x, 1.44-1.48x and 1.24-1.34x faster fused at widths 20, 40 and 63,
+    one core, two interleaved runs: ``experiments/sweep_throughput.py --modes none --widths
+    20,40,63 --timing_set model.cell=fgr --timing_set model.fused=true`` against ``=false``.)"""
     if type(cell) is not LSTM:
         return f"cell {cell.name!r} is not the LSTM family"
-    if auto and cell.full_gate_recurrence and cell.hidden_size < FGR_AUTO_MIN_WIDTH:
-        return (f"full_gate_recurrence (FGR) below hidden_size {FGR_AUTO_MIN_WIDTH} (the generic "
-                "scan measured as fast)")
     if zoneout:
         return "zoneout"
     if remat:

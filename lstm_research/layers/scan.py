@@ -70,9 +70,7 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
     * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
       (hand-written backward), and on CPUs the parallel form through the chunked linear
-      recurrence, when it supports the cell and options (FGR from
-      ``fused.FGR_AUTO_MIN_WIDTH`` units on: below, the generic scan measured as fast);
-      ``True`` requires it; ``False`` never uses it; ``"pallas"`` (opt-in, not measured on a
+      recurrence, when it supports the cell and options; ``True`` requires it; ``False`` never uses it; ``"pallas"`` (opt-in, not measured on a
       GPU) runs LSTM-family cells through :mod:`lstm_research.layers.pallas_lstm` where it
       supports them, else logs why (once) and does what ``"auto"`` does.
     * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
@@ -109,7 +107,7 @@ def _path(cell, params, xs, carry, zoneout, remat, fused) -> str:
     """Which layer runs a sequential scan: "pallas", "fused" or "generic" (logs why once when
     ``fused="pallas"`` falls back; UserError when ``fused=True`` cannot be honoured)."""
     why = "fused=False" if fused is False else fused_lib.unsupported(
-        cell, zoneout=zoneout, remat=remat, auto=fused in ("auto", "pallas"))
+        cell, zoneout=zoneout, remat=remat)
     if fused is True and why is not None:
         raise UserError(f"fused=True, but the fused path does not support this: {why}")
     if fused == "pallas":

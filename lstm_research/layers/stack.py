@@ -50,8 +50,7 @@ class Stack:
     * ``remat``: recompute each step's activations in the backward pass;
     * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
     * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
-      parallel form, where they support the configuration (FGR from
-      ``fused.FGR_AUTO_MIN_WIDTH`` units on); ``True`` requires them; ``False`` never uses
+      parallel form, where they support the configuration; ``True`` requires them; ``False`` never uses
       them; ``"pallas"`` (opt-in: verified in Pallas interpret mode on CPU only,
       never measured on a GPU) takes the persistent Pallas LSTM kernel
       (:mod:`lstm_research.layers.pallas_lstm`) where it supports the configuration and
@@ -96,7 +95,7 @@ class Stack:
         over all T steps (even where it falls back to the fused layer: only slower bucketing)."""
         return (not self.parallel and self.fused not in (False, "pallas") and self.unroll == 1
                 and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
-                                          remat=self.remat, auto=self.fused == "auto") is None)
+                                          remat=self.remat) is None)
 
     def zoneout_rates(self) -> dict | None:
         """``zoneout`` as {carry key: rate}; a float applies to the cell's ``zoneout_keys``."""
