@@ -282,9 +282,9 @@ ROW_CHUNK = 64
 
 
 def _row_chunk(spec, T):
-    """The chunk of steps in which the matmuls outside the loops run, visiting only the chunks
-    the loops visit (batches padded far beyond their longest sequence: the trainer pads each
-    batch to its split's longest); None: one matmul over all T steps."""
+    """The chunk of steps by which the work outside the loops follows the steps the loops visit
+    (:func:`_over_visited`; batches are padded far beyond their longest sequence: the trainer
+    pads each batch to its split's longest); None: over all T steps."""
     if not spec.masked or spec.unroll != 1 or ROW_CHUNK is None:
         return None
     return ROW_CHUNK if T > ROW_CHUNK and T % ROW_CHUNK == 0 else None
