@@ -282,3 +282,37 @@ def test_checkpoint_secs_is_validated():
     c = _sparse(-1.0)
     with pytest.raises(UserError, match=r"train.checkpoint_secs=-1.0 must be a number >= 0"):
         validate.validate_config(c)
+
+
+_TWO_SIGTERMS = """
+import os, signal, sys
+sys.path.insert(0, 'tests')
+from test_reliability import small
+from lstm_research.training import checkpoint, loop
+validate, close = loop.Trainer._validate, checkpoint.Checkpoints.close
+
+def first_sigterm(self, *a):  # at the first evaluation: the run stops after saving
+    validate(self, *a)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def second_sigterm(self):  # as the stopped run shuts down (a cluster's cancel, then the launcher)
+    os.kill(os.getpid(), signal.SIGTERM)
+    close(self)
+
+loop.Trainer._validate, checkpoint.Checkpoints.close = first_sigterm, second_sigterm
+result = loop.Trainer(small(), sys.argv[1], progress=False).run()
+sys.exit(143 if result["status"] == "interrupted" else 1)
+"""
+
+
+def test_a_second_sigterm_while_a_stopped_run_shuts_down_is_ignored(tmp_path, reference):
+    """scancel signals every process of a Slurm job and the trial's launcher forwards its own
+    SIGTERM: a second one after the run stopped (saved) must not kill the process with the
+    default action (status -15 instead of 143, the trial then counted as failed, not
+    interrupted). The run resumes to the reference's result."""
+    out = subprocess.run([sys.executable, "-c", _TWO_SIGTERMS, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 143, (out.returncode, out.stderr[-2000:])
+    assert Checkpoints(tmp_path).latest.latest_step() == 10
+    Trainer(small(), tmp_path, progress=False).run()
+    _assert_same_as_reference(tmp_path, reference)

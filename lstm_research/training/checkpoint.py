@@ -22,6 +22,8 @@ Crash consistency (a process killed at any instant, including inside a save):
   best can be ahead of latest: :meth:`Checkpoints.drop_best_after` removes best steps newer than
   the step resumed from (the resumed run recreates them bit-identically).
 * Arrays with a non-finite float value are never written.
+* A SIGTERM stops a run after its next step with a checkpoint saved (exit status 143 from
+  ``run.py``); once it has stopped, further SIGTERMs are ignored (:func:`end_sigterm_handling`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -253,3 +256,12 @@ def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()).split(" See full TensorStore")[0] or type(e).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
+
+
+def end_sigterm_handling(prev_handler, stopped: bool) -> None:
+    """At the end of a run that replaced the SIGTERM handler with its own: restore
+    ``prev_handler``, or, once a SIGTERM has ``stopped`` the run (it has saved and is on its way
+    out), ignore further SIGTERMs. A cluster's cancel signals every process of the job and the
+    launcher forwards its own (``sweeps.cluster.TrialJob``): a second SIGTERM arriving after the
+    default action was back killed the process as it shut down (status -15, not 143)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if stopped else prev_handler)

@@ -26,7 +26,7 @@ from lstm_research import models
 from lstm_research.errors import UserError
 from lstm_research.training import diagnostics, optim, parallel, steps
 from lstm_research.training.batches import pad_time_at_least, pad_time_to, padded_length
-from lstm_research.training.checkpoint import Checkpoints
+from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
 from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
 from lstm_research.training.workdir import (WorkdirMismatch, extension_of, prepare_workdir,
@@ -276,7 +276,7 @@ class Trainer:
             result = self._finish(arrays, meta, ckpt, n_params)
             reporter.result(result)
         finally:
-            signal.signal(signal.SIGTERM, prev_handler)
+            end_sigterm_handling(prev_handler, self._stop_requested)
             reporter.close()
             ckpt.close()
         return result

@@ -53,7 +53,7 @@ from lstm_research.layers import fused
 from lstm_research.layers.stack import RATES
 from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time, pad_time_at_least, pad_to_longest
-from lstm_research.training.checkpoint import Checkpoints
+from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
 from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
 from lstm_research.training.results import merge_eval_sums, run_result, summary_line
 from lstm_research.training.workdir import prepare_workdir
@@ -330,7 +330,7 @@ class PackTrainer:
                 return []
             return self._finish(arrays, meta)
         finally:
-            signal.signal(signal.SIGTERM, prev)
+            end_sigterm_handling(prev, self._stop_requested)
             for r in self.reporters:
                 r.close()
             ckpt.close()
