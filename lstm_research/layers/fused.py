@@ -451,9 +451,6 @@ def _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT):
     H, gates = spec.H, spec.gates
     n_c = sum(g != "o" for g in gates)
 
-    def dot_wT(d, w=w_h):  # d @ w^T without materializing the transpose
-        return jax.lax.dot_general(d, w, (((1,), (1,)), ((), ())))
-
     n_steps = _steps(spec, valid, D.shape[0])
 
     def body(k, carry):
@@ -474,9 +471,9 @@ def _reverse_loop(spec, w_h, w_g, rmask, valid, D, seq, dhT, dcT, dgT):
         # dpre overwrites this step's factors in D and is read back for the matmul, so that
         # its computation is fused with the in-place write (see _forward)
         D = _put(D, dpre, t)
-        dh_prev, dg_prev = dot_wT(_at(D, t)), None
+        dh_prev, dg_prev = _dot_wT(_at(D, t), w_h), None
         if spec.fgr:
-            dg_prev = dot_wT(_ifo(_at(D, t)), w_g)
+            dg_prev = _dot_wT(_ifo(_at(D, t)), w_g)
         if spec.dropmask:
             dh_prev = dh_prev * rmask
         if spec.masked:
@@ -512,9 +509,13 @@ def _gradients(spec, w_x, w_h, w_g, xs, rmask, Y, C, R, dpre):
     drmask = None
     if spec.dropmask:
         # rmask multiplies h before the matmul: d rmask = sum_t h_prev * (dpre @ w_h^T)
-        drmask = jnp.sum(Y[:-1] * jax.lax.dot_general(dpre2, w_h, (((1,), (1,)), ((), ())))
-                         .reshape(T, B, H), axis=0)
+        drmask = jnp.sum(Y[:-1] * _dot_wT(dpre2, w_h).reshape(T, B, H), axis=0)
     return (dw_x, dw_rec, db, dpeeps, dxs, drmask)
+
+
+def _dot_wT(d, w):
+    """``d @ w^T`` without materializing the transpose."""
+    return jax.lax.dot_general(d, w, (((1,), (1,)), ((), ())))
 
 
 def _ifo(dpre):

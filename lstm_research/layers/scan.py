@@ -70,9 +70,10 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
     * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
       (hand-written backward), and on CPUs the parallel form through the chunked linear
-      recurrence, when it supports the cell and options; ``True`` requires it; ``False`` never uses it; ``"pallas"`` (opt-in, not measured on a
-      GPU) runs LSTM-family cells through :mod:`lstm_research.layers.pallas_lstm` where it
-      supports them, else logs why (once) and does what ``"auto"`` does.
+      recurrence, when it supports the cell and options; ``True`` requires it; ``False``
+      never uses it; ``"pallas"`` (opt-in, not measured on a GPU) runs LSTM-family cells
+      through :mod:`lstm_research.layers.pallas_lstm` where it supports them, else logs why
+      (once) and does what ``"auto"`` does.
     * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
     """
     check_fused(fused)

@@ -50,9 +50,9 @@ class Stack:
     * ``remat``: recompute each step's activations in the backward pass;
     * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
     * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
-      parallel form, where they support the configuration; ``True`` requires them; ``False`` never uses
-      them; ``"pallas"`` (opt-in: verified in Pallas interpret mode on CPU only,
-      never measured on a GPU) takes the persistent Pallas LSTM kernel
+      parallel form, where they support the configuration; ``True`` requires them;
+      ``False`` never uses them; ``"pallas"`` (opt-in: verified in Pallas interpret mode on
+      CPU only, never measured on a GPU) takes the persistent Pallas LSTM kernel
       (:mod:`lstm_research.layers.pallas_lstm`) where it supports the configuration and
       otherwise does what ``"auto"`` does, logging why once (see
       :func:`lstm_research.layers.scan.scan`).

@@ -257,7 +257,6 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-
 def end_sigterm_handling(prev_handler, stopped: bool) -> None:
     """At the end of a run that replaced the SIGTERM handler with its own: restore
     ``prev_handler``, or, once a SIGTERM has ``stopped`` the run (it has saved and is on its way
