@@ -177,6 +177,48 @@ def test_small_evaluation_splits_are_built_once(make, tmp_path, monkeypatch):
     assert results[0] == results[1] and results[0][0] == results[0][2]
 
 
+def test_length_groups_split_a_batch_longest_first_without_adding_rows():
+    from lstm_research.training.batches import length_groups
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 30, size=77)
+    batch = {"x": rng.normal(size=(77, 32, 3)), "y": rng.normal(size=(77, 32, 2)),
+             "lengths": lengths, "flag": np.float32(1)}
+    groups = length_groups(batch, 20)
+    assert [g["x"].shape[0] for g in groups] == [11] * 7  # 77 = 7 x 11: no row added
+    order = np.argsort(-lengths, kind="stable")
+    for k in ("x", "y", "lengths"):
+        np.testing.assert_array_equal(np.concatenate([g[k] for g in groups]), batch[k][order])
+    assert all(g["flag"] is batch["flag"] for g in groups)
+    assert np.all(np.diff(np.concatenate([g["lengths"] for g in groups])) <= 0)
+    # no divisor of 53 (a prime) at least 10 and at most 20, and 20 rows are one group already
+    assert length_groups({**batch, "x": batch["x"][:53]}, 20)[0]["x"].shape[0] == 53
+    assert len(length_groups({k: batch[k][:20] for k in ("x", "lengths")}, 20)) == 1
+
+
+def test_variable_length_evaluation_in_groups_gives_the_metrics_of_one_batch(tmp_path,
+                                                                              monkeypatch):
+    """On the CPU a model whose loops stop at a batch's longest sequence evaluates a
+    variable-length batch in groups of its sequences (``loop.EVAL_GROUP_ROWS``), longest first:
+    the metrics are those of the whole batch at once, including the task's per-string count."""
+    from lstm_research import models
+    from lstm_research.training import loop
+    config = small_config("reber", eval_size=60, steps=5, eval_every=5)
+    grouped = Trainer(config, tmp_path / "grouped", progress=False)
+    assert models.length_free(grouped.model)
+    params = grouped.init_state()[0]["params"]
+    metrics = grouped.evaluate(params, "valid")
+    rows = [b["lengths"].shape[0] for b, _ in grouped._eval_batches("valid")]
+    assert rows == [loop.EVAL_GROUP_ROWS] * 3
+    monkeypatch.setattr(loop, "EVAL_GROUP_ROWS", 1000)
+    whole = Trainer(config, tmp_path / "whole", progress=False)
+    assert [b["lengths"].shape[0] for b, _ in whole._eval_batches("valid")] == [60]
+    expected = whole.evaluate(params, "valid")
+    # an untrained model gets every string wrong: 1.0 only if the groups count 60 strings
+    assert metrics.keys() == expected.keys() and expected["string_error"] == 1.0
+    for k in expected:
+        np.testing.assert_allclose(metrics[k], expected[k], rtol=1e-6)
+
+
 def test_zero_carries_trace_the_model_once_per_batch_shape(tmp_path):
     """Zero carries of a stateful task: the shapes the model's forward pass gives, all zeros;
     the forward pass is traced for them once per shape of (params, batch), not at every reset."""

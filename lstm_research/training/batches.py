@@ -57,3 +57,19 @@ def pad_to_longest(batches: list[dict]) -> list[dict]:
     """Pad each batch of a list to the longest time dimension among them."""
     T = max(b["x"].shape[1] for b in batches)
     return [pad_time_to(b, T) for b in batches]
+
+
+def length_groups(batch: dict, rows: int) -> list[dict]:
+    """``batch`` (one with ``lengths``) split into equal groups of its sequences, longest first:
+    for models whose loops stop at each batch's longest sequence, a group of short sequences
+    stops early. The group size is the largest divisor of the batch's rows up to ``rows``, so no
+    row is added (tasks count rows, e.g. strings); when that is below ``rows // 2`` (or the batch
+    has at most ``rows`` rows) the batch is returned as it is."""
+    n = batch["x"].shape[0]
+    size = max(d for d in range(1, min(n, rows) + 1) if n % d == 0)
+    if n <= rows or size < rows // 2:
+        return [batch]
+    order = np.argsort(-np.asarray(batch["lengths"]), kind="stable")
+    per_row = [k for k, a in batch.items() if np.ndim(a) and np.shape(a)[0] == n]
+    return [{**batch, **{k: np.asarray(batch[k])[order[i:i + size]] for k in per_row}}
+            for i in range(0, n, size)]
