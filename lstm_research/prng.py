@@ -82,32 +82,48 @@ def _default_float(dtype):
     return jax.dtypes.canonicalize_dtype(jnp.float64) if dtype is None else dtype
 
 
-def _bits(key, shape):
-    y1, y2 = _hash(key, lax.iota(jnp.uint32, math.prod(shape)).reshape(shape))  # < 2**32
+def _bits(key, shape, within):
+    """The bits of the elements in the leading corner ``shape`` of a draw of shape ``within``:
+    element ``n`` (row-major in ``within``) hashes the counter ``n`` (< 2**32)."""
+    counter = sum(lax.broadcasted_iota(jnp.uint32, shape, d) * _U32(math.prod(within[d + 1:]))
+                  for d in range(len(shape)) if shape[d] > 1)
+    y1, y2 = _hash(key, jnp.broadcast_to(jnp.asarray(counter, jnp.uint32), shape))
     return y1 ^ y2
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "dtype"))
-def uniform(key, shape, dtype=None, minval=0.0, maxval=1.0):
-    """``jax.random.uniform(key, shape, dtype, minval, maxval)``."""
+def _corner(draw, shape, within):
+    """``draw(within)`` cut to its leading corner ``shape`` (the ``jax.random`` fallback)."""
+    return draw(within)[tuple(slice(0, n) for n in shape)]
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "within"))
+def uniform(key, shape, dtype=None, minval=0.0, maxval=1.0, within=None):
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``; with ``within`` (a shape
+    at least ``shape`` in every axis), the leading corner ``shape`` of
+    ``jax.random.uniform(key, within, ...)``, computed for those elements only."""
     shape, dtype = tuple(shape), _default_float(dtype)
-    if not _fast(key, dtype, shape):
-        return jax.random.uniform(key, shape, dtype, minval, maxval)
+    within = shape if within is None else tuple(within)
+    if not _fast(key, dtype, within):
+        return _corner(lambda s: jax.random.uniform(key, s, dtype, minval, maxval), shape, within)
     lo, hi = jnp.asarray(minval, jnp.float32), jnp.asarray(maxval, jnp.float32)
     # 23 random mantissa bits under the exponent of 1.0: a float in [1, 2), minus 1
     one = _U32(np.float32(1.0).view(np.uint32))
-    floats = lax.bitcast_convert_type((_bits(key, shape) >> _U32(9)) | one, jnp.float32) - 1.0
+    bits = _bits(key, shape, within)
+    floats = lax.bitcast_convert_type((bits >> _U32(9)) | one, jnp.float32) - 1.0
     return lax.max(lo, floats * (hi - lo) + lo)
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "dtype"))
-def normal(key, shape, dtype=None):
-    """``jax.random.normal(key, shape, dtype)``: ``sqrt(2) erfinv(u)``, u uniform in (-1, 1)."""
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "within"))
+def normal(key, shape, dtype=None, within=None):
+    """``jax.random.normal(key, shape, dtype)``: ``sqrt(2) erfinv(u)``, u uniform in (-1, 1);
+    ``within`` as for :func:`uniform`."""
     shape, dtype = tuple(shape), _default_float(dtype)
-    if not _fast(key, dtype, shape):
-        return jax.random.normal(key, shape, dtype)
+    within = shape if within is None else tuple(within)
+    if not _fast(key, dtype, within):
+        return _corner(lambda s: jax.random.normal(key, s, dtype), shape, within)
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    return np.float32(np.sqrt(2)) * lax.erf_inv(uniform(key, shape, jnp.float32, lo, 1.0))
+    u = uniform(key, shape, jnp.float32, lo, 1.0, within=within)
+    return np.float32(np.sqrt(2)) * lax.erf_inv(u)
 
 
 @functools.partial(jax.jit, static_argnames=("shape",))

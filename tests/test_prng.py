@@ -46,6 +46,20 @@ def test_uniform_normal_bernoulli(shape):
     same_bits(normal(KEYS[2]), jax.jit(lambda k: jax.random.normal(k, shape))(KEYS[2]))
 
 
+@pytest.mark.parametrize("shape,within", [((1, 32, 88), (1, 128, 88)), ((3, 5, 7), (4, 9, 7)),
+                                          ((2, 1), (2, 6)), ((5,), (5,))])
+def test_a_corner_of_a_larger_draw(shape, within):
+    """``within``: the leading corner ``shape`` of the draw of shape ``within``, same bits (also
+    through the jax.random fallback, here a bfloat16 draw)."""
+    corner = tuple(slice(0, n) for n in shape)
+    for key in KEYS:
+        same_bits(prng.normal(key, shape, within=within), jax.random.normal(key, within)[corner])
+        same_bits(prng.uniform(key, shape, minval=-2.0, maxval=0.5, within=within),
+                  jax.random.uniform(key, within, minval=-2.0, maxval=0.5)[corner])
+    same_bits(prng.normal(KEYS[1], shape, jnp.bfloat16, within=within),
+              jax.random.normal(KEYS[1], within, jnp.bfloat16)[corner])
+
+
 def test_under_vmap_and_with_an_array_of_probabilities():
     keys = jnp.stack(KEYS)
     same_bits(jax.vmap(lambda k: prng.normal(prng.fold_in(k, 5), (4, 9)))(keys),

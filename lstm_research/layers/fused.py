@@ -325,7 +325,12 @@ def _steps(spec, valid, T):
     program serves every length); else T."""
     if not spec.masked or spec.unroll != 1:
         return T
-    n = jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(int)  # the default int (x64 too)
+    return longest(jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(int))  # default int (x64 too)
+
+
+def longest(n):
+    """``n``, a batch's longest sequence (traced), as the loops see it: inside
+    :func:`shared_trip_count`, the longest among all members of the pack."""
     return jax.lax.pmax(n, _TRIP_AXES[-1]) if _TRIP_AXES else n
 
 
