@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstm_research import visited
 from lstm_research.errors import UserError
 from lstm_research.training import base_config, optim, steps
 from lstm_research.training.checkpoint import Checkpoints
@@ -222,13 +223,13 @@ def test_variable_length_evaluation_in_groups_gives_the_metrics_of_one_batch(tmp
 @pytest.mark.parametrize("longest", [0, 1, 31, 32, 33, 70, 128])
 def test_input_noise_is_drawn_up_to_the_chunk_of_the_longest_sequence(longest):
     """``steps.with_noise``: x + std * N(0, 1) with jax.random's draw for the whole batch on
-    the chunks of NOISE_CHUNK steps up to the longest sequence, the padding after untouched."""
+    the chunks of visited.CHUNK steps up to the longest sequence, the padding after untouched."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, 128, 5)).astype(np.float32))
     lengths = jnp.array([longest, longest // 2, 0])
     key, std = jax.random.key(4), np.float32(0.7)
     out = np.asarray(jax.jit(steps.with_noise)(key, x, std, lengths))
-    drawn = min(128, max(1, -(-longest // steps.NOISE_CHUNK)) * steps.NOISE_CHUNK)
+    drawn = min(128, max(1, -(-longest // visited.CHUNK)) * visited.CHUNK)
     expected = np.asarray(x + std * jax.random.normal(key, x.shape))
     np.testing.assert_allclose(out[:, :drawn], expected[:, :drawn], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(out[:, drawn:], np.asarray(x)[:, drawn:])

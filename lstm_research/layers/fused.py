@@ -51,32 +51,17 @@ checks outputs and gradients with respect to params, inputs and the initial carr
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from lstm_research import visited
 from lstm_research.cells.base import Cell
 from lstm_research.cells.lstm import LSTM
 
 _SUPPORTED_ACT = ("tanh", "identity")
-_TRIP_AXES: list[str] = []  # see shared_trip_count
-
-
-@contextlib.contextmanager
-def shared_trip_count(axis_name: str):
-    """While tracing under ``jax.vmap(..., axis_name=axis_name)`` (packed trials): the loops of
-    every member run to the longest sequence among all members (padding steps are masked: same
-    values). Otherwise each member's trip count is its own and vmap turns the loops into loops
-    with a batched condition, which select every carried buffer at every step (7x slower at
-    width 63 on a CPU)."""
-    _TRIP_AXES.append(axis_name)
-    try:
-        yield
-    finally:
-        _TRIP_AXES.pop()
 
 
 def unsupported(cell: Cell, *, zoneout=None, remat=False) -> str | None:
@@ -325,14 +310,8 @@ def _steps(spec, valid, T):
     program serves every length); else T."""
     if not spec.masked or spec.unroll != 1:
         return T
-    return longest(jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(int))  # default int (x64 too)
-
-
-def longest(n):
-    """``n``, a batch's longest sequence (traced), as the loops see it: inside
-    :func:`shared_trip_count`, the longest among all members of the pack."""
-    return jax.lax.pmax(n, _TRIP_AXES[-1]) if _TRIP_AXES else n
-
+    # the default int (x64 too); in a pack, the longest of all its members
+    return visited.longest(jnp.sum(jnp.max(valid[..., 0], axis=1)).astype(int))
 
 
 def _outputs(spec, Y, C, R, valid):

@@ -47,9 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_research import cells as cells_lib
-from lstm_research import models
+from lstm_research import models, visited
 from lstm_research.errors import UserError
-from lstm_research.layers import fused
 from lstm_research.layers.stack import RATES
 from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time, pad_time_at_least, pad_to_longest
@@ -204,13 +203,13 @@ class PackTrainer:
         keyed = steps.keyed_by_step(train_step)
 
         def pack_step(params, opt_state, batch, carries, base_key, step, hyper, active):
-            with fused.shared_trip_count(AXIS):
+            with visited.shared_trip_count(AXIS):
                 p, o, c, m = keyed(params, opt_state, batch, carries, base_key, step, hyper)
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
             return keep(p, params), keep(o, opt_state), c, m
 
         def pack_eval(params, batch, carries):
-            with fused.shared_trip_count(AXIS):
+            with visited.shared_trip_count(AXIS):
                 return eval_step(params, batch, carries)
 
         self.train_step = jax.jit(jax.vmap(pack_step, in_axes=(0, 0, 0, 0, 0, None, 0, 0),

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_research import prng, tasks
-from lstm_research.layers import fused
+from lstm_research import prng, tasks, visited
 from lstm_research.errors import UserError
 from lstm_research.training import optim, parallel
 from lstm_research.training.batches import pad_time, time_keys
@@ -58,31 +57,17 @@ def make_apply(model, task, noisy: bool):
     return apply
 
 
-#: the input noise of a variable-length batch is drawn in chunks of this many steps
-NOISE_CHUNK = 32
-
-
 def with_noise(key, x, std, lengths=None):
     """``x + std * prng.normal(key, x.shape)`` (``x``: ``[B, T, ...]``). With ``lengths`` the
-    noise is drawn and added only on the chunks of :data:`NOISE_CHUNK` steps up to the batch's
-    longest sequence (a ``lax.switch`` over the ``T // NOISE_CHUNK`` lengths); the padding after
-    them, which no output depends on, stays as it is. The same bits where drawn, for a fraction
-    of the hashing: a Greff JSB update pads its sequence (59 steps on average) to 128, and the
-    noise of a width-63 update took 40-65 us of its 0.53 ms (one core, 2026-12-02)."""
-    B, T = x.shape[:2]
-
-    def noisy(key, x, within=x.shape):
-        return x + std * prng.normal(key, x.shape, x.dtype, within=within)
-    if lengths is None or T <= NOISE_CHUNK or T % NOISE_CHUNK:
-        return noisy(key, x)
-
-    def at(length):  # the sum in one fusion as over all T (the same rounding)
-        return lambda key, x: jnp.concatenate(
-            [noisy(key, x[:, :length], x.shape), x[:, length:]], axis=1)
-    n = fused.longest(jnp.max(lengths))
-    index = jnp.clip((n + NOISE_CHUNK - 1) // NOISE_CHUNK - 1, 0, T // NOISE_CHUNK - 1)
-    return jax.lax.switch(index, [at((k + 1) * NOISE_CHUNK) for k in range(T // NOISE_CHUNK)],
-                          key, x)
+    noise is drawn and added only on the steps up to the batch's longest sequence, in chunks
+    (:func:`lstm_research.visited.at_visited_length`); the padding after them stays as it is.
+    The same bits where drawn, for a fraction of the hashing: a Greff JSB update pads its
+    sequence (59 steps on average) to 128, and the noise of a width-63 update took 40-65 us of
+    its 0.53 ms (one core, 2026-12-02)."""
+    def noisy(length, key, x):  # the sum in one fusion as over all T (the same rounding)
+        z = prng.normal(key, (x.shape[0], length, *x.shape[2:]), x.dtype, within=x.shape)
+        return jnp.concatenate([x[:, :length] + std * z, x[:, length:]], axis=1)
+    return visited.at_visited_length(lengths, x.shape[1], noisy, key, x)
 
 
 def make_steps(apply, task, train_config, gate_apply=None):

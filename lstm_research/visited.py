@@ -1,0 +1,59 @@
+"""Work over the steps of a padded batch up to its longest sequence only.
+
+Variable-length batches (those with ``lengths``) are padded far beyond their longest sequence: the
+trainer pads every batch of a split to the split's longest, so that one compiled program serves
+them all (a Greff JSB training sequence, 59 steps on average, is padded to 128). The fused LSTM
+layer's loops stop at the batch's longest sequence (a traced trip count); the work around them,
+over ``[B, T, ...]`` arrays, can follow: :func:`at_visited_length` runs a function at the static
+length of the chunks of :data:`CHUNK` steps up to the longest sequence, one ``lax.switch`` over
+the ``T // CHUNK`` lengths, each branch compiled into the program. The steps after it are
+padding that no output depends on.
+
+Under ``jax.vmap`` (packed trials, :mod:`lstm_research.training.pack`) each member's longest would
+be a batched value, the switch a select that runs every branch, and the fused loops loops with a
+batched condition; inside :func:`shared_trip_count` every member follows the longest of them all.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+import jax.numpy as jnp
+
+#: steps per chunk (each chunk count is a branch compiled into the program)
+CHUNK = 32
+_TRIP_AXES: list[str] = []  # see shared_trip_count
+
+
+@contextlib.contextmanager
+def shared_trip_count(axis_name: str):
+    """While tracing under ``jax.vmap(..., axis_name=axis_name)`` (packed trials): the fused
+    layer's loops, and the work of :func:`at_visited_length`, of every member run to the longest
+    sequence among all members (padding steps are masked: same values). Otherwise each member's
+    trip count is its own and vmap turns the loops into loops with a batched condition, which
+    select every carried buffer at every step (7x slower at width 63 on a CPU)."""
+    _TRIP_AXES.append(axis_name)
+    try:
+        yield
+    finally:
+        _TRIP_AXES.pop()
+
+
+def longest(n):
+    """``n``, a batch's longest sequence (traced), as the loops see it: inside
+    :func:`shared_trip_count`, the longest among all members of the pack."""
+    return jax.lax.pmax(n, _TRIP_AXES[-1]) if _TRIP_AXES else n
+
+
+def at_visited_length(lengths, T: int, fn, *operands):
+    """``fn(L, *operands)`` with the static ``L``: the batch's longest sequence (``lengths``:
+    ``[B]``) rounded up to a multiple of :data:`CHUNK`, at most ``T``; ``fn`` must give outputs
+    of one shape for every ``L``. Without ``lengths``, or when ``T`` is not a multiple of
+    :data:`CHUNK` above it: ``fn(T, *operands)``."""
+    if lengths is None or T <= CHUNK or T % CHUNK:
+        return fn(T, *operands)
+    index = jnp.clip((longest(jnp.max(lengths)) + CHUNK - 1) // CHUNK - 1, 0, T // CHUNK - 1)
+    return jax.lax.switch(index, [functools.partial(fn, (k + 1) * CHUNK)
+                                  for k in range(T // CHUNK)], *operands)
+
