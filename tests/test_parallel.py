@@ -1,12 +1,14 @@
 """Data parallelism: training on 4 (forced CPU) devices equals training on 1 with the same
 global batch, including the carried recurrent state of the streams, and checkpoints move
 between device counts in both directions."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "parallel_worker.py"
@@ -70,3 +72,25 @@ def test_global_batch_not_divisible_is_refused(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 2
     assert "global batch size 50 is not divisible by the 4 devices" in proc.stderr
+
+
+def test_a_ragged_last_batch_runs_replicated_and_equals_one_device(tmp_path):
+    """JSB's 229 training sequences in batches of 4 end each epoch with a batch of 1, which does
+    not split over 2 devices: it runs replicated, and the epoch equals the one on 1 device."""
+    data = Path(os.environ["LSTM_RESEARCH_DATA"]) / "jsb_chorales"
+    if not data.is_dir():
+        pytest.skip(f"real JSB data not found at {data}")
+    results = []
+    for devices in (1, 2):
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        proc = subprocess.run([sys.executable, "run.py", "--config=configs/jsb.py",
+                               "--config.task.batch_size=4", "--config.train.epochs=1",
+                               "--config.model.hidden_size=8", "--noprogress",
+                               f"--workdir={tmp_path / str(devices)}"], env=env,
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(json.loads((tmp_path / str(devices) / "result.json").read_text()))
+    assert results[0]["steps"] == results[1]["steps"] == 58  # 57 batches of 4, one of 1
+    for split in ("valid", "test"):
+        np.testing.assert_allclose(results[1][split]["nll"], results[0][split]["nll"], rtol=1e-5)

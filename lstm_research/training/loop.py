@@ -375,7 +375,11 @@ class Trainer:
             else:
                 batch = pad_time_to(chunk[0], T)
                 reset = bool(batch.pop("reset", False))
-                batch = parallel.feed_batch(self.mesh, batch)
+                # an epoch's ragged last batch (JSB's 229 sequences in batches of 4 end with 1)
+                # does not split over the devices: it runs replicated, as such an evaluation
+                # batch does (its rows are the global batch's, so the update is the same)
+                if self._divisible(batch):
+                    batch = parallel.feed_batch(self.mesh, batch)
                 if task.stateful and reset:
                     arrays["carries"] = self.zero_carries(arrays["params"], batch)
                 params, opt_state, carries, m = self.train_step(
