@@ -275,10 +275,12 @@ class JaxStep:
 
 
 def ours_step(B, T, I, H, cell="lstm", layers=2, dtype=None, fused="auto", parallel=False,
-              seed=0):
+              wavefront=False, seed=0):
     """Our ``Stack`` training step; ``fused=False`` traces the generic scan (and, for the
-    parallel form, the associative scan), ``True`` requires the fused layer."""
-    stack = Stack(cells.get(cell, H), num_layers=layers, parallel=parallel, fused=fused)
+    parallel form, the associative scan), ``True`` requires the fused layer; ``wavefront``
+    runs both layers in one loop (``Stack.wavefront``)."""
+    stack = Stack(cells.get(cell, H), num_layers=layers, parallel=parallel, fused=fused,
+                  wavefront=wavefront)
     params = stack.init(jax.random.key(seed), I)
     xs = jax.random.normal(jax.random.key(seed + 1), (B, T, I))
 
@@ -343,8 +345,8 @@ class TorchStep:
 
 
 # --- suites -------------------------------------------------------------------------------------
-def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "flax", "torch",
-                                   "cudnn_jax"), kind="lstm", skip_slow=False):
+def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "ours_wavefront", "flax",
+                                   "torch", "cudnn_jax"), kind="lstm", skip_slow=False):
     """Build the implementations to compare at one shape (None entries are skipped)."""
     impls = {}
     if "ours" in include:
@@ -359,6 +361,9 @@ def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "flax", "t
         # the opt-in Pallas kernel (layers/pallas_lstm.py; where it refuses a shape, e.g. over
         # its on-chip budget, the step falls back and logs why: the row then times the fallback)
         impls["ours_pallas"] = ours_step(B, T, I, H, fused="pallas")
+    if "ours_wavefront" in include and on_gpu() and kind == "lstm":
+        # both layers' recurrences in one loop: half the launches per step (issue #13, item 1)
+        impls["ours_wavefront"] = ours_step(B, T, I, H, wavefront=True)
     if "cudnn_jax" in include and on_gpu() and kind == "lstm" and not skip_slow:
         try:
             impls["cudnn_jax"] = cudnn_jax_step(B, T, I, H)

@@ -13,7 +13,7 @@ from lstm_research import prng
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
-from lstm_research.layers.scan import check_fused
+from lstm_research.layers.scan import check_fused, wavefront_scan
 from lstm_research.layers.scan import scan as scan_over_time
 
 
@@ -49,6 +49,10 @@ class Stack:
     * ``parallel``: the cell's parallel-over-time form (minLSTM, minGRU);
     * ``remat``: recompute each step's activations in the backward pass;
     * ``unroll``: loop iterations per compiled loop body (a positive int; True unrolls fully);
+    * ``wavefront``: every layer in one loop, layer l at time step s - l
+      (:func:`lstm_research.layers.scan.wavefront_scan`; generic cell steps, whatever
+      ``fused``): a unidirectional stack without dropout or zoneout; opt-in, for measuring on a
+      GPU, where it launches each step's kernels once for all layers;
     * ``fused``: ``"auto"`` (default) takes the fused LSTM layer, and on CPUs the chunked
       parallel form, where they support the configuration; ``True`` requires them;
       ``False`` never uses them; ``"pallas"`` (opt-in: verified in Pallas interpret mode on
@@ -72,6 +76,7 @@ class Stack:
     remat: bool = False
     unroll: int = 1
     fused: bool | str = "auto"
+    wavefront: bool = False
 
     def __post_init__(self):
         if self.num_layers < 1:
@@ -86,6 +91,14 @@ class Stack:
                             f"got {self.unroll!r}")
         check_fused(self.fused)
         self.zoneout_rates()  # validate
+        if self.wavefront:
+            conflicts = [f"{k}={getattr(self, k)!r}" for k in (
+                "bidirectional", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
+                "parallel", "remat") if getattr(self, k)]
+            if conflicts:
+                raise UserError("wavefront=True runs the layers of a unidirectional stack "
+                                "without dropout or zoneout in one loop; this stack has "
+                                + ", ".join(conflicts))
 
     @property
     def length_free(self) -> bool:
@@ -93,7 +106,8 @@ class Stack:
         sequence: padding batches to one length then costs only the work outside the loops, and
         one compiled program serves every length. Not with ``fused="pallas"``: its kernels run
         over all T steps (even where it falls back to the fused layer: only slower bucketing)."""
-        return (not self.parallel and self.fused not in (False, "pallas") and self.unroll == 1
+        return (not self.parallel and not self.wavefront and self.fused not in (False, "pallas")
+                and self.unroll == 1
                 and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
                                           remat=self.remat) is None)
 
@@ -170,6 +184,11 @@ class Stack:
         elif dtype is not None:
             carries = jax.tree.map(lambda c: c.astype(dtype), carries)
         train = train and self.stochastic
+        if self.wavefront:
+            cs, xs = wavefront_scan(self.cell, [p["fwd"] for p in params["layers"]], xs,
+                                    [c["fwd"] for c in carries], lengths=lengths,
+                                    unroll=self.unroll)
+            return (xs if time_major else jnp.swapaxes(xs, 0, 1)), [{"fwd": c} for c in cs]
 
         new_carries = []
         for layer, (p_layer, c_layer) in enumerate(zip(params["layers"], carries)):

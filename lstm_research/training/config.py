@@ -28,6 +28,7 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         unroll=1,               # time steps per compiled loop iteration
         fused="auto",           # LSTM family: the hand-written-backward layer ("auto" | True | False
                                 # | "pallas": opt-in Pallas kernel, not measured on a GPU)
+        wavefront=False,        # all layers in one loop, layer l at step t - l (opt-in, for GPUs)
         dtype="float32",        # or "bfloat16"
     ))
 
