@@ -275,12 +275,12 @@ class JaxStep:
 
 
 def ours_step(B, T, I, H, cell="lstm", layers=2, dtype=None, fused="auto", parallel=False,
-              wavefront=False, seed=0):
+              wavefront=False, unroll=1, seed=0):
     """Our ``Stack`` training step; ``fused=False`` traces the generic scan (and, for the
     parallel form, the associative scan), ``True`` requires the fused layer; ``wavefront``
-    runs both layers in one loop (``Stack.wavefront``)."""
+    runs both layers in one loop (``Stack.wavefront``); ``unroll`` steps per loop body."""
     stack = Stack(cells.get(cell, H), num_layers=layers, parallel=parallel, fused=fused,
-                  wavefront=wavefront)
+                  wavefront=wavefront, unroll=unroll)
     params = stack.init(jax.random.key(seed), I)
     xs = jax.random.normal(jax.random.key(seed + 1), (B, T, I))
 
@@ -345,8 +345,9 @@ class TorchStep:
 
 
 # --- suites -------------------------------------------------------------------------------------
-def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "ours_wavefront", "flax",
-                                   "torch", "cudnn_jax"), kind="lstm", skip_slow=False):
+def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "ours_wavefront",
+                                   "ours_unroll8", "flax", "torch", "cudnn_jax"), kind="lstm",
+          skip_slow=False):
     """Build the implementations to compare at one shape (None entries are skipped)."""
     impls = {}
     if "ours" in include:
@@ -364,6 +365,9 @@ def peers(B, T, I, H, *, include=("ours", "ours_scan", "ours_pallas", "ours_wave
     if "ours_wavefront" in include and on_gpu() and kind == "lstm":
         # both layers' recurrences in one loop: half the launches per step (issue #13, item 1)
         impls["ours_wavefront"] = ours_step(B, T, I, H, wavefront=True)
+    if "ours_unroll8" in include and on_gpu() and kind == "lstm":
+        # the fused layer's loops with 8 steps per body: fewer loop iterations (item 1)
+        impls["ours_unroll8"] = ours_step(B, T, I, H, unroll=8)
     if "cudnn_jax" in include and on_gpu() and kind == "lstm" and not skip_slow:
         try:
             impls["cudnn_jax"] = cudnn_jax_step(B, T, I, H)

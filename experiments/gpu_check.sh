@@ -2,10 +2,10 @@
 # One prepared run of the GPU checks that issue #13 owes, for a lent GPU machine (this project's
 # sessions get 15 minutes of device time in all): the Pallas kernel's tests compiled for the GPU
 # (not interpret mode), the benchmark with its peers (cuDNN through PyTorch and through
-# jax.experimental.rnn, ours_pallas and ours_wavefront), and the XLA command-buffer lever of
-# issue #13 item 1;
-# with GPU_CHECK_PARTS naming `packs`, also the packed Greff trials of issue #16 (packs of 64,
-# 256 and 1024 trials at widths 63 and 200). Every result goes to $OUT (default ./gpu_out).
+# jax.experimental.rnn, ours_pallas, and the levers of issue #13 item 1: ours_wavefront,
+# ours_unroll8), and the XLA command-buffer lever of that item; with GPU_CHECK_PARTS naming
+# `packs`, also the packed Greff trials of issue #16 (packs of 64, 256 and 1024 trials at
+# widths 63 and 200). Every result goes to $OUT (default ./gpu_out).
 # Wall time on an H200: expected under 8 minutes for the default parts, a few more for `packs`
 # (NOT yet run there: no GPU was lent to the sessions since these parts were written).
 #
