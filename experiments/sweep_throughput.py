@@ -110,22 +110,44 @@ def pin_to_one_cpu() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
+def compile_seconds(event, seconds, **kwargs) -> None:
+    """A ``jax.monitoring`` listener: adds tracing-and-lowering and XLA-compile seconds (by
+    program) to :data:`COMPILES` while it is a dict."""
+    if COMPILES is None:
+        return
+    if event.endswith(("/jaxpr_trace_duration", "/jaxpr_to_mlir_module_duration")):
+        name = "tracing and lowering"
+    elif event.endswith("/backend_compile_duration"):
+        name = kwargs.get("fun_name", "?").removeprefix("jit(").removesuffix(")")
+    else:
+        return
+    COMPILES[name] = COMPILES.get(name, 0.0) + seconds
+
+
+COMPILES: dict | None = None
+
+
 def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     """Per width, in this process pinned to one CPU (like a worker): epoch time, update time,
     fixed cost per trial (``sets``: config overrides ``key=value`` of these timing trials, e.g.
-    ``model.cell=fgr``)."""
+    ``model.cell=fgr``); a new width's compile seconds by program (:func:`compile_seconds`)."""
+    global COMPILES
     # as in a worker: JAX's persistent compilation cache (a trial of a width seen before reuses
     # the jitted steps in memory, training.loop._steps_key; its init program comes from the cache)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     pin_to_one_cpu()
+    import jax
     import run
+    jax.monitoring.register_event_duration_secs_listener(compile_seconds)
 
     out = {}
     time_trial(run.main, root / "warm", WARM_WIDTH, 1, sets=sets)  # imports, the data, per-process programs
     for w in widths:
+        COMPILES = {}
         t0 = time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # a new width: compiles
+        compiles, COMPILES = COMPILES, None
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
@@ -134,6 +156,8 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
                        "fixed_cost_new_width_s": round(t0 - epoch, 3),
+                       "new_width_compile_s": {k: round(v, 3) for k, v in sorted(
+                           compiles.items(), key=lambda kv: -kv[1])},
                        f"trial_{1 + extra}_epochs_s": round(t2, 3)}
     return out
 
@@ -454,6 +478,9 @@ def main(argv=None) -> int:
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
+            top = list(r["new_width_compile_s"].items())[:4]
+            print(f"           a new width {r['fixed_cost_new_width_s']:.2f}s, of it "
+                  + ", ".join(f"{k} {v:.2f}s" for k, v in top))
         print_packs(report.get("packed_per_width", {}), args.pack)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
