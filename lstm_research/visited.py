@@ -4,10 +4,11 @@ Variable-length batches (those with ``lengths``) are padded far beyond their lon
 trainer pads every batch of a split to the split's longest, so that one compiled program serves
 them all (a Greff JSB training sequence, 59 steps on average, is padded to 128). The fused LSTM
 layer's loops stop at the batch's longest sequence (a traced trip count); the work around them,
-over ``[B, T, ...]`` arrays, can follow: :func:`at_visited_length` runs a function at the static
-length of the chunks of :data:`CHUNK` steps up to the longest sequence, one ``lax.switch`` over
-the ``T // CHUNK`` lengths, each branch compiled into the program. The steps after it are
-padding that no output depends on.
+over the time axis, can follow: :func:`at_visited_length` runs a function at the static
+length of the chunks of steps up to the longest sequence, one ``lax.switch`` over the chunk
+counts, each branch compiled into the program (chunks of :data:`CHUNK` steps for the input
+noise, of ``layers.fused.ROW_CHUNK`` for the fused layer's work outside its loops). The steps
+after it are padding that no output depends on.
 
 Under ``jax.vmap`` (packed trials, :mod:`lstm_research.training.pack`) each member's longest would
 be a batched value, the switch a select that runs every branch, and the fused loops loops with a
@@ -46,14 +47,18 @@ def longest(n):
     return jax.lax.pmax(n, _TRIP_AXES[-1]) if _TRIP_AXES else n
 
 
-def at_visited_length(lengths, T: int, fn, *operands):
-    """``fn(L, *operands)`` with the static ``L``: the batch's longest sequence (``lengths``:
-    ``[B]``) rounded up to a multiple of :data:`CHUNK`, at most ``T``; ``fn`` must give outputs
-    of one shape for every ``L``. Without ``lengths``, or when ``T`` is not a multiple of
-    :data:`CHUNK` above it: ``fn(T, *operands)``."""
-    if lengths is None or T <= CHUNK or T % CHUNK:
+def at_visited_length(n, T: int, fn, *operands, chunk: int = CHUNK):
+    """``fn(L, *operands)`` with the static ``L``: ``n``, the batch's longest sequence (traced;
+    see :func:`longest`), rounded up to a multiple of ``chunk``, at most ``T``; ``fn`` must
+    give outputs of one shape for every ``L``. With ``n`` None, or when ``T`` is not a multiple
+    of ``chunk`` above it: ``fn(T, *operands)``."""
+    if n is None or T <= chunk or T % chunk:
         return fn(T, *operands)
-    index = jnp.clip((longest(jnp.max(lengths)) + CHUNK - 1) // CHUNK - 1, 0, T // CHUNK - 1)
-    return jax.lax.switch(index, [functools.partial(fn, (k + 1) * CHUNK)
-                                  for k in range(T // CHUNK)], *operands)
+    index = jnp.clip((n + chunk - 1) // chunk - 1, 0, T // chunk - 1)
+    return jax.lax.switch(index, [functools.partial(fn, (k + 1) * chunk)
+                                  for k in range(T // chunk)], *operands)
 
+
+def longest_of(lengths):
+    """:func:`longest` of ``lengths`` [B] (None without lengths)."""
+    return None if lengths is None else longest(jnp.max(lengths))

@@ -8,7 +8,8 @@ from lstm_research import visited
 
 def _length_run(lengths, T=128):
     """The static length ``at_visited_length`` ran its function at."""
-    return visited.at_visited_length(lengths, T, lambda L, z: z + L, jnp.int32(0))
+    return visited.at_visited_length(visited.longest_of(lengths), T, lambda L, z: z + L,
+                                     jnp.int32(0))
 
 
 @pytest.mark.parametrize("lengths,expected", [([0], 32), ([1, 0], 32), ([32], 32),
@@ -19,8 +20,8 @@ def test_the_function_runs_at_the_longest_sequence_rounded_up_to_chunks(lengths,
 
 def test_without_lengths_or_chunks_it_runs_over_every_step():
     assert visited.at_visited_length(None, 128, lambda L: L) == 128
-    assert visited.at_visited_length(jnp.array([3]), 100, lambda L: L) == 100  # not 32k
-    assert visited.at_visited_length(jnp.array([3]), 32, lambda L: L) == 32
+    assert visited.at_visited_length(jnp.int32(3), 100, lambda L: L) == 100  # not 32k
+    assert visited.at_visited_length(jnp.int32(3), 32, lambda L: L) == 32
 
 
 def test_in_a_pack_every_member_follows_the_longest_of_all():

@@ -176,7 +176,7 @@ def _forward(spec, w_x, w_rec, b, peeps, xs, h0, c0, g0, valid, rmask, save_gate
     # for tiny inputs, I = 1, was slower too.)
     ws, bs = _split(w_x, n, H), _split(b, n, H)
     # (with lengths, over the steps that the loop visits only: the rest is zero, unread)
-    seq = _over_visited(spec, valid, _row_chunk(spec, T), lambda xs: tuple(
+    seq = _over_visited(spec, valid, _row_chunk(spec), lambda xs: tuple(
         (xs.reshape(-1, I) @ wk + bk).reshape(-1, B, H) for wk, bk in zip(ws, bs)), xs)
     if spec.masked:
         seq = seq + (valid,)
@@ -266,17 +266,11 @@ def cell_update(spec, gates, c_prev, keep=None):
 ROW_CHUNK = 64
 
 
-def _row_chunk(spec, T):
+def _row_chunk(spec):
     """The chunk of steps by which the work outside the loops follows the steps the loops visit
     (:func:`_over_visited`; batches are padded far beyond their longest sequence: the trainer
     pads each batch to its split's longest); None: over all T steps."""
-    if not spec.masked or spec.unroll != 1 or ROW_CHUNK is None:
-        return None
-    return ROW_CHUNK if T > ROW_CHUNK and T % ROW_CHUNK == 0 else None
-
-
-def _chunks(spec, valid, T, C):
-    return (_steps(spec, valid, T) + C - 1) // C
+    return ROW_CHUNK if spec.masked and spec.unroll == 1 else None
 
 
 def _pad_rows(tree, T):
@@ -290,18 +284,16 @@ def _over_visited(spec, valid, chunk, fn, *args, pad=_pad_rows):
     argument cut to its first ``L`` (``L + 1``) rows, ``L`` the length of the chunks of ``chunk``
     steps up to the batch's longest sequence; the outputs padded to ``T`` by ``pad(out, T)``.
     One matmul or fusion at a static length each, through a ``lax.switch`` over the ``T //
-    chunk`` lengths (a loop over chunks added the chunks' partial results, and a fusion in
-    chunks was slower than one over all T). With ``chunk`` None: ``fn(*args)`` over all steps."""
+    chunk`` lengths (:func:`lstm_research.visited.at_visited_length`; a loop over chunks added
+    the chunks' partial results, and a fusion in chunks was slower than one over all T). With
+    ``chunk`` None: ``fn(*args)`` over all steps."""
     if chunk is None:
         return fn(*args)
     T = valid.shape[0]
 
-    def at(length):
-        def run(args):
-            return pad(fn(*(None if a is None else a[:length + a.shape[0] - T] for a in args)), T)
-        return run
-    index = _chunks(spec, valid, T, chunk) - 1
-    return jax.lax.switch(index, [at((k + 1) * chunk) for k in range(T // chunk)], args)
+    def run(length, args):
+        return pad(fn(*(None if a is None else a[:length + a.shape[0] - T] for a in args)), T)
+    return visited.at_visited_length(_steps(spec, valid, T), T, run, args, chunk=chunk)
 
 
 def _steps(spec, valid, T):
@@ -375,9 +367,8 @@ def gate_factors(spec, act, c, c_prev, peep, one=1.0):
 def _lstm_bwd(spec, res, cotangents):
     w_x, (w_h, w_g), peeps, xs, valid, rmask, Y, C, R, acts = res
     dhT, dcT, dgT, dys = cotangents
-    T = xs.shape[0]
     dvalid = None if valid is None else jnp.zeros_like(valid)
-    chunk = _row_chunk(spec, T)
+    chunk = _row_chunk(spec)
     # the work outside the loop over the steps that the loop visits only (with lengths)
     D, seq = _over_visited(spec, valid, chunk, lambda C, valid, dys, *acts: _factors(
         spec, peeps, valid, C, acts, dys), C, valid, dys, *acts)

@@ -67,7 +67,7 @@ def with_noise(key, x, std, lengths=None):
     def noisy(length, key, x):  # the sum in one fusion as over all T (the same rounding)
         z = prng.normal(key, (x.shape[0], length, *x.shape[2:]), x.dtype, within=x.shape)
         return jnp.concatenate([x[:, :length] + std * z, x[:, length:]], axis=1)
-    return visited.at_visited_length(lengths, x.shape[1], noisy, key, x)
+    return visited.at_visited_length(visited.longest_of(lengths), x.shape[1], noisy, key, x)
 
 
 def make_steps(apply, task, train_config, gate_apply=None):
