@@ -194,7 +194,7 @@ class Trainer:
             if keep:
                 batch = jax.device_put(batch)
                 kept.append((batch, reset))
-            elif self._divisible(batch):
+            else:
                 batch = parallel.feed_batch(self.mesh, batch)
             yield batch, reset
         if keep:
@@ -211,9 +211,6 @@ class Trainer:
                 yield from length_groups(batch, EVAL_GROUP_ROWS)
             else:
                 yield batch
-
-    def _divisible(self, batch):
-        return batch["x"].shape[0] % self.mesh.shape["data"] == 0
 
     # --- extending a finished run ---------------------------------------------------------
     def _budget_text(self) -> str:
@@ -375,11 +372,7 @@ class Trainer:
             else:
                 batch = pad_time_to(chunk[0], T)
                 reset = bool(batch.pop("reset", False))
-                # an epoch's ragged last batch (JSB's 229 sequences in batches of 4 end with 1)
-                # does not split over the devices: it runs replicated, as such an evaluation
-                # batch does (its rows are the global batch's, so the update is the same)
-                if self._divisible(batch):
-                    batch = parallel.feed_batch(self.mesh, batch)
+                batch = parallel.feed_batch(self.mesh, batch)
                 if task.stateful and reset:
                     arrays["carries"] = self.zero_carries(arrays["params"], batch)
                 params, opt_state, carries, m = self.train_step(
