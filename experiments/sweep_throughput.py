@@ -49,7 +49,9 @@ FULL_STUDY_TRIAL_EPOCHS = 1800 * 60
 # epochs per trial of the full study: the issue's estimate, and the mean of the 141 trials of the
 # recorded paper-protocol sweep (experiments/results/greff2015_paper; 82 of them ran all 150)
 STUDY_EPOCHS = (60, 122)
-WARM_WIDTH = 17  # the first timing trial (imports, data) runs at a width outside the timed ones
+# the first timing trial (imports, data) runs at a width outside the timed ones, and outside their
+# buckets of model.width_multiple=8 (17-24, 57-64, 193-200)
+WARM_WIDTH = 11
 
 
 def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
@@ -148,6 +150,9 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         COMPILES = {}
         t0 = time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # a new width: compiles
         compiles, COMPILES = COMPILES, None
+        # the width below: another new width, or with model.width_multiple one whose padded
+        # programs the width above compiled (its init is its own)
+        tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
@@ -156,6 +161,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
                        "fixed_cost_new_width_s": round(t0 - epoch, 3),
+                       "fixed_cost_width_below_s": round(tb - epoch, 3),
                        "new_width_compile_s": {k: round(v, 3) for k, v in sorted(
                            compiles.items(), key=lambda kv: -kv[1])},
                        f"trial_{1 + extra}_epochs_s": round(t2, 3)}
@@ -337,23 +343,42 @@ def study_trials(cells: str, draws: int, seed: int) -> list[tuple[str, int]]:
             for t in spec.run_order(spec.expand())]
 
 
-def worker_s(per_width: dict, trials, epochs: int) -> float:
+def padded(w: int, multiple: int) -> int:
+    return -(-w // multiple) * multiple
+
+
+def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1) -> float:
     """Seconds of one worker's work for ``trials`` (cell, width), each run for ``epochs`` epochs:
     a trial costs the fixed cost of a new width (compiling its programs) the first time its cell
-    and width come up in the sweep (workers share the compilation cache), a seen width's fixed
-    cost after that, plus its epochs (times interpolated log-log between the measured widths)."""
+    and padded width (``model.width_multiple``) come up in the sweep (workers share the
+    compilation cache), the cost of the width below a new one (its own init, the padded programs
+    compiled) the first time its own width does, a seen width's fixed cost after that, plus its
+    epochs (times interpolated log-log between the measured widths)."""
     import numpy as np
     ws = np.log(np.array(sorted(int(w) for w in per_width), float))
 
     def at(name, w):
         v = np.array([per_width[str(int(x))][name] for x in sorted(int(k) for k in per_width)])
         return float(np.exp(np.interp(np.log(w), ws, np.log(np.maximum(v, 1e-6)))))
-    seen, total = set(), 0.0
+    seen, programs, total = set(), set(), 0.0
     for cell, w in trials:
-        total += at("fixed_cost_per_trial_s" if (cell, w) in seen else "fixed_cost_new_width_s", w)
+        program = (cell, padded(w, multiple))
+        total += at("fixed_cost_per_trial_s" if (cell, w) in seen else
+                    "fixed_cost_width_below_s" if program in programs else
+                    "fixed_cost_new_width_s", w)
         total += epochs * at("epoch_s", w)
         seen.add((cell, w))
+        programs.add(program)
     return total
+
+
+def width_multiple(sets) -> int:
+    """``model.width_multiple`` of the study's config with the timing overrides ``sets``."""
+    import run
+    from lstm_research.models import width
+    _, config = run.parse_command_line(["run.py", f"--config={CONFIG}",
+                                        *[f"--config.{kv}" for kv in sets]])
+    return width.multiple(config.model)
 
 
 def project_workers(report: dict, args) -> dict:
@@ -365,14 +390,17 @@ def project_workers(report: dict, args) -> dict:
     from lstm_research.cells import GREFF_VARIANTS
 
     full = study_trials(",".join(GREFF_VARIANTS), 200, 0)
-    out = {"distinct_variant_widths": len(set(full))}
+    multiple = width_multiple(args.timing_set)
+    out = {"distinct_variant_widths": len(set(full)), "width_multiple": multiple,
+           "distinct_programs": len({(c, padded(w, multiple)) for c, w in full})}
     m = report["modes"].get("workers")
     if m is not None:
         bench = worker_s(report["per_width"], study_trials(",".join(report["cells"]), args.draws,
-                                                           args.sweep_seed), args.epochs) / args.parallel
+                                                           args.sweep_seed), args.epochs,
+                         multiple) / args.parallel
         out["calibration"] = round(m["wall_s"] / bench, 3)
     for e in STUDY_EPOCHS:
-        out[str(e)] = round(worker_s(report["per_width"], full, e) / args.parallel / 3600
+        out[str(e)] = round(worker_s(report["per_width"], full, e, multiple) / args.parallel / 3600
                             * out.get("calibration", 1.0), 2)
     return out
 
@@ -473,14 +501,16 @@ def main(argv=None) -> int:
                       + ", ".join(f"{m} {v:.1f} h" for m, v in h.items()))
         report["projection_workers_study_draws"] = p = project_workers(report, args)
         print(f"projected full study in {args.parallel} workers, on its own draws ({p['distinct_variant_widths']} "
-              f"distinct variant-widths; calibration {p.get('calibration', 1.0):.2f}): "
+              f"distinct variant-widths, {p['distinct_programs']} programs at model.width_multiple="
+              f"{p['width_multiple']}; calibration {p.get('calibration', 1.0):.2f}): "
               + ", ".join(f"{p[str(e)]:.1f} h at {e} epochs" for e in STUDY_EPOCHS))
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
             top = list(r["new_width_compile_s"].items())[:4]
             print(f"           a new width {r['fixed_cost_new_width_s']:.2f}s, of it "
-                  + ", ".join(f"{k} {v:.2f}s" for k, v in top))
+                  + ", ".join(f"{k} {v:.2f}s" for k, v in top)
+                  + f"; width {int(w) - 1} after it {r['fixed_cost_width_below_s']:.2f}s")
         print_packs(report.get("packed_per_width", {}), args.pack)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -8,7 +8,8 @@ import pytest
 
 from lstm_research.errors import UserError
 from lstm_research.training.loop import NonFiniteLoss, Trainer
-from lstm_research.training.pack import FAILURE_JSON, PackTrainer, embed, pack_conflict
+from lstm_research.models.width import embed
+from lstm_research.training.pack import FAILURE_JSON, PackTrainer, pack_conflict
 
 from conftest import small_config
 

@@ -75,12 +75,14 @@ def _assert_same_trial(a, b, overrides):
 
 def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
     # two trials through ONE worker: the second reuses the process (data, the jitted steps:
-    # they differ only in what the steps take as inputs, and the seed); the sweep's own
-    # compilation cache, its default, not the tests' shared one (see conftest)
+    # they differ only in what the steps take as inputs, the seed and the padded width); the
+    # sweep's own compilation cache, its default, not the tests' shared one (see conftest)
     own_cache = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    fixed = [*TINY, "train.optimizer=nesterov"]
+    # widths 5 and 7 padded to 8 (model.width_multiple) run one program too
+    fixed = [*(f for f in TINY if not f.startswith("model.hidden_size")),
+             "train.optimizer=nesterov", "model.width_multiple=8"]
     zipped = {"seed": (0, 1), "train.lr": (0.01, 0.03), "train.momentum": (0.9, 0.5),
-              "train.input_noise": (0.1, 0.4)}
+              "train.input_noise": (0.1, 0.4), "model.hidden_size": (5, 7)}
     zips = [a for k, v in zipped.items() for a in ("--zip", f"{k}={v[0]},{v[1]}")]
     _sweep(tmp_path / "sw", *zips, "--workers", "1", fixed=fixed, check=0, env=own_cache)
     trials = _trials(tmp_path / "sw")

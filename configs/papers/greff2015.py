@@ -33,6 +33,9 @@ def get_config(variant="capped"):
     c = base_config("jsb", batch_size=1, eval_batch_size=100, loss_norm="sum_time")
     c.model.cell = "vanilla"
     c.model.hidden_size = 100
+    # the drawn widths run padded to a multiple of 8 (lstm_research/models/width.py): one
+    # compiled program per 8 widths, the same model up to float rounding
+    c.model.width_multiple = 8
     one_minus = ml_collections.FieldReference(0.1)
     c.one_minus_momentum = one_minus
     c.train.momentum = 1.0 - one_minus

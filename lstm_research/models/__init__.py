@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from lstm_research.errors import UserError
 from lstm_research.layers.stack import dropout
+from lstm_research.models import width
 from lstm_research.models.recurrent import (STACK_KNOBS, StackModule, compute_dtype,
                                             make_stack)
 
@@ -78,7 +79,9 @@ class PerStep(nn.Module):
 
 
 def build(cfg, task) -> nn.Module:
-    """The model for ``task`` from ``config.model``."""
+    """The model for ``task`` from ``config.model`` (its hidden size padded to
+    ``model.width_multiple``, :mod:`.width`)."""
+    cfg = width.padded(cfg)
     stack = make_stack(cfg)  # fails now, with the valid choices, on a bad cell or switch
     rnn = StackModule(stack, dtype=compute_dtype(cfg.dtype))
     if stack.bidirectional and (task.stateful or task.predicts_next):

@@ -21,7 +21,8 @@ from lstm_research.layers import Stack
 #: the Stack's knobs: its dataclass fields besides the cell
 STACK_KNOBS = tuple(f.name for f in dataclasses.fields(Stack) if f.name != "cell")
 #: config.model keys that are not Stack knobs: the cell, and the model around the stack
-MODEL_KEYS = ("cell", "hidden_size", "embedding_size", "tie_embeddings", "dtype")
+MODEL_KEYS = ("cell", "hidden_size", "width_multiple", "embedding_size", "tie_embeddings",
+              "dtype")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 #: config.model.fused is a string on the command line; the Stack takes "auto", a bool or
 #: "pallas" (the opt-in Pallas LSTM kernel, :mod:`lstm_research.layers.pallas_lstm`)

@@ -15,6 +15,8 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
     c.model = ml_collections.ConfigDict(dict(
         cell="lstm",            # any cell string: "vanilla", "nfg", "lstm:forget_bias=1", ...
         hidden_size=128,
+        width_multiple=1,       # >1: run at hidden_size rounded up to a multiple, the extra units
+                                # held at zero: one program for a bucket of widths (models.width)
         num_layers=1,
         bidirectional=False,
         dropout=0.0,            # non-recurrent connections (Zaremba et al. 2014)

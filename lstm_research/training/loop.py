@@ -23,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from lstm_research import models
+from lstm_research.models import width
 from lstm_research.errors import UserError
 from lstm_research.training import diagnostics, optim, parallel, steps
 from lstm_research.training.batches import (length_groups, pad_time_at_least, pad_time_to,
@@ -77,6 +78,9 @@ def _steps_key(config) -> str:
     train["lr"] = train["momentum"] = None
     train["input_noise"] = train["input_noise"] > 0
     c["train"] = train
+    # model.width_multiple: the widths of a bucket run one program (models.width)
+    c["model"]["hidden_size"] = width.padded_width(config.model)
+    c["model"].pop("width_multiple", None)
     return json.dumps({k: c[k] for k in ("model", "task", "train", "parallel")}, sort_keys=True)
 
 
@@ -284,10 +288,12 @@ class Trainer:
         ckpt.drop_best_after(meta["step"])
         reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"],
                             train_logged=self._train_logged, loss_metric=loss_metric(self.task))
-        n_params = models.count_params(arrays["params"])
+        mask = steps.grad_mask(self.config, self.task, self.model)
+        n_params = (models.count_params(arrays["params"]) if mask is None else
+                    int(sum(map(np.count_nonzero, jax.tree.leaves(mask)))))
         prev_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            self._loop(arrays, meta, ckpt, reporter)
+            self._loop(arrays, meta, ckpt, reporter, mask)
             if self._stop_requested:
                 return {"status": "interrupted", "step": meta["step"]}
             result = self._finish(arrays, meta, ckpt, n_params)
@@ -350,12 +356,14 @@ class Trainer:
             out.append(batch)
         return out, T
 
-    def _loop(self, arrays, meta, ckpt, reporter):
+    def _loop(self, arrays, meta, ckpt, reporter, grad_mask=None):
         tc, task = self.config.train, self.task
         base_key = jax.random.key(self.config.seed + 1)
         batches, pending = task.train_batches(meta["step"]), []
         # momentum and input noise are fixed for the run: read from the config once
         fixed_hyper = optim.runtime_hyperparams(tc, tc.lr)
+        if grad_mask is not None:  # padded units (model.width_multiple) keep zero gradients
+            fixed_hyper["grad_mask"] = parallel.shard_params(self.mesh, grad_mask)
         reporter.start(self.total_steps, meta["step"], self.progress)
         while meta["step"] < self.total_steps and not meta["stopped"]:
             step = meta["step"]

@@ -15,8 +15,9 @@ A pack trains trials that share a compiled program: their configs may differ onl
 * ``model.hidden_size``, for LSTM-family cells without layer norm or projection and without
   dropout or zoneout: every trial is padded to the pack's widest. A trial of width W is
   initialized at width W, as it would be alone, and embedded into the wider arrays with zeros
-  for the padded units (each gate block padded on its own); its gradients are multiplied by a
-  0/1 mask, so the padded units stay exactly zero and never touch the real ones.
+  for the padded units (each gate block padded on its own, :mod:`lstm_research.models.width`);
+  its gradients are multiplied by a 0/1 mask, so the padded units stay exactly zero and never
+  touch the real ones.
 
 Anything else (the cell's equations, the task, the epoch budget, the optimizer's kind,
 clipping, dropout) changes the program: :func:`pack_conflict` names the first such key.
@@ -48,6 +49,7 @@ import numpy as np
 
 from lstm_research import cells as cells_lib
 from lstm_research import models, visited
+from lstm_research.models import width
 from lstm_research.errors import UserError
 from lstm_research.layers.stack import RATES
 from lstm_research.training import optim, parallel, steps
@@ -63,7 +65,7 @@ PACKABLE_TRAIN = ("lr", "momentum", "input_noise", "weight_decay", "clip_norm", 
                   "patience", "target")
 #: cell switches that only set initial values (a pack may mix them)
 INIT_SWITCHES = ("forget_bias", "input_bias", "output_bias")
-WIDTH_KEY = "model.hidden_size"
+WIDTH_KEY = width.WIDTH_KEY
 AXIS = "pack"  # the vmapped axis of the trials
 FAILURE_JSON = "pack_failure.json"
 
@@ -84,15 +86,7 @@ def _cell(model_cfg):
 
 def width_packable(config) -> str | None:
     """None when trials of ``config``'s model may differ in width within a pack, else why not."""
-    m = config.model
-    cell = _cell(m)
-    if cell.name != "lstm" or getattr(cell, "layer_norm", False) or getattr(cell, "proj_size", 0):
-        return (f"model.cell={m.cell!r}: only LSTM-family cells without layer norm or "
-                "projection are padded exactly")
-    for what in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
-        if m.get(what):
-            return f"model.{what}={m.get(what)}: its random masks depend on the width"
-    return None
+    return width.unpaddable(config.model)
 
 
 def program_key(config, with_width: bool) -> dict:
@@ -131,30 +125,6 @@ def pack_conflict(configs) -> str | None:
     return None
 
 
-def embed(small, big, W: int, Hp: int):
-    """``small`` (a width-``W`` model's arrays) inside the zeros of ``big``'s shapes (width
-    ``Hp``): every axis whose size differs is ``n`` blocks of ``W`` units (gates, directions),
-    each block padded to ``Hp``."""
-    def one(s, b):
-        s = np.asarray(s)
-        for ax, (ns, nb) in enumerate(zip(s.shape, b.shape)):
-            if ns == nb:
-                continue
-            n = ns // W
-            if ns != n * W or nb != n * Hp:
-                raise UserError(f"{WIDTH_KEY}: an array of shape {s.shape} does not grow by "
-                                f"blocks of the width ({W} -> {Hp}); this model cannot be packed "
-                                "across widths")
-            blocks = s.reshape(s.shape[:ax] + (n, W) + s.shape[ax + 1:])
-            pad = [(0, 0)] * blocks.ndim
-            pad[ax + 1] = (0, Hp - W)
-            s = np.pad(blocks, pad).reshape(s.shape[:ax] + (n * Hp,) + s.shape[ax + 1:])
-        if s.shape != b.shape:
-            raise UserError(f"{WIDTH_KEY}: cannot embed shape {s.shape} into {b.shape}")
-        return s.astype(b.dtype)
-    return jax.tree.map(one, small, big)
-
-
 def _stack(trees):
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
@@ -182,7 +152,8 @@ class PackTrainer:
         self.pack_dir, self.progress = Path(pack_dir), progress
         self.mesh = parallel.make_mesh(1)
         self.tasks = [steps.build_task(c, self.mesh) for c in self.configs]
-        self.widths = [c.model.hidden_size for c in self.configs]
+        # each trial's width as it runs alone (model.width_multiple rounds it up)
+        self.widths = [width.padded_width(c.model) for c in self.configs]
         self.Hp = max(self.widths)
         template = copy.deepcopy(self.configs[0])
         with template.unlocked():
@@ -228,14 +199,14 @@ class PackTrainer:
     def _init_trial(self, k):
         """Trial k's arrays as a run of its own config initializes them, embedded at width Hp,
         and its gradient mask."""
-        c, task = self.configs[k], self.tasks[k]
+        c, task = width.unpadded(self.configs[k]), self.tasks[k]
         model = models.build(c.model, task)
         own_apply = steps.make_apply(model, task, False)
         own = steps.init_arrays(c, task, model, optim.build_optimizer(c.train), self.mesh,
                                 own_apply)
-        W, big = self.widths[k], self._big_shapes
-        params = embed(own["params"], big, W, self.Hp)
-        mask = embed(jax.tree.map(np.ones_like, own["params"]), big, W, self.Hp)
+        W, big = c.model.hidden_size, self._big_shapes
+        params = width.embed(own["params"], big, W, self.Hp)
+        mask = width.embed(jax.tree.map(np.ones_like, own["params"]), big, W, self.Hp)
         return params, mask
 
     def _initial_state(self):

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_research import prng, tasks, visited
+from lstm_research import models, prng, tasks, visited
 from lstm_research.errors import UserError
+from lstm_research.models import width
 from lstm_research.training import optim, parallel
 from lstm_research.training.batches import pad_time, time_keys
 
@@ -214,20 +215,65 @@ def _init_program(config, init, args):
     return program
 
 
-def init_arrays(config, task, model, tx, mesh, apply) -> dict:
-    """Initial params (seeded by ``config.seed``), optimizer state and zero carries."""
-    key = jax.random.key(config.seed)
-    k_init, k_reinit = jax.random.split(key)
+_SHAPES: dict = {}  # params' shapes of this process's models, by what decides them
+_SHAPES_KEPT = 64
+
+
+def _params_shapes(task_cfg, model_cfg, model, args):
+    """``model``'s params as shapes (traced once per process for each model, task and shape)."""
+    key = (model_cfg.to_json_best_effort(), task_cfg.to_json_best_effort(),
+           tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+    if key not in _SHAPES:
+        if len(_SHAPES) >= _SHAPES_KEPT:
+            _SHAPES.pop(next(iter(_SHAPES)))
+        _SHAPES[key] = jax.eval_shape(
+            lambda x, lengths: model.init(jax.random.key(0), x, None, lengths)["params"], *args)
+    return _SHAPES[key]
+
+
+def _first_batch(task) -> dict:
     batch = pad_time(next(iter(task.train_batches(0))))
     batch.pop("reset", None)
+    return batch
+
+
+def init_arrays(config, task, model, tx, mesh, apply) -> dict:
+    """Initial params (seeded by ``config.seed``), optimizer state and zero carries. With
+    ``model.width_multiple`` (:mod:`lstm_research.models.width`) the params are those of the
+    model at its own width, embedded with zeros into ``model``'s padded arrays."""
+    key = jax.random.key(config.seed)
+    k_init, k_reinit = jax.random.split(key)
+    batch = _first_batch(task)
+    own_config = width.unpadded(config)
+    own = model if own_config is config else models.build(own_config.model, task)
 
     def init(k_init, k_reinit, x, lengths):
-        variables = model.init(k_init, x, None, lengths)
+        variables = own.init(k_init, x, None, lengths)
         return optim.initialize(config.train, variables["params"], k_reinit)
     args = (k_init, k_reinit, batch["x"], batch.get("lengths"))
-    params = _init_program(config, init, args)(*args)
+    params = _init_program(own_config, init, args)(*args)
+    W, Wp = config.model.hidden_size, width.padded_width(config.model)
+    if Wp != W:
+        params = width.embed(params, _params_shapes(config.task, config.model, model, args[2:]), W, Wp)
     params = parallel.shard_params(mesh, params)
     opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
     return {"params": params, "opt_state": opt_state, "carries": carries}
+
+
+def grad_mask(config, task, model):
+    """With ``model.width_multiple`` > 1 (:mod:`lstm_research.models.width`), 1 on the params of
+    the real units and 0 on those of the padded ones, in ``model``'s padded shapes (the train step
+    multiplies the gradients by it: ``hyper["grad_mask"]``). Every width of a bucket passes one,
+    all ones where nothing is padded, so that they share one program. None without padding."""
+    if width.multiple(config.model) == 1:
+        return None
+    own_config = width.unpadded(config)
+    batch = _first_batch(task)
+    args = (batch["x"], batch.get("lengths"))
+    small = _params_shapes(config.task, own_config.model, models.build(own_config.model, task),
+                           args)
+    return width.embed(jax.tree.map(lambda s: np.ones(s.shape, s.dtype), small),
+                       _params_shapes(config.task, config.model, model, args),
+                       config.model.hidden_size, width.padded_width(config.model))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lstm_research.errors import UserError, did_you_mean
 
+from lstm_research.models import width
 from lstm_research.models.recurrent import DTYPES, FUSED
 from lstm_research.tasks import TASKS
 from lstm_research.tasks.base import config_fields
@@ -111,12 +112,19 @@ def check_model(model, task_name=None) -> list[str]:
     if model.bidirectional and _causal(task_name):
         problems.append(f"model.bidirectional=True is not possible for task {task_name!r}: its "
                         "targets are the next inputs or its state is carried across batches")
+    multiple = model.get("width_multiple", 1)
+    _int(problems, "model.width_multiple", multiple, 1)
     if isinstance(model.cell, str) and _is_int(model.hidden_size) and model.hidden_size >= 1:
         from lstm_research import cells
         try:
             cells.get(model.cell, model.hidden_size)
         except (ValueError, TypeError) as e:
             problems.append(f"model.cell={model.cell!r}: {e}")
+        else:
+            why_not = _is_int(multiple) and multiple > 1 and width.unpaddable(model)
+            if why_not:
+                problems.append(f"model.width_multiple={multiple} (padded units): {why_not}; "
+                                "set model.width_multiple=1")
     elif not isinstance(model.cell, str):
         problems.append(f"model.cell={model.cell!r} must be a cell string such as 'lstm'")
     return problems
@@ -236,6 +244,10 @@ def validate_config(config, check_data_sizes: bool = False) -> None:
     problems += check_model(config.model, task_name)
     problems += check_train(config.train, task_name)
     problems += check_parallel(config.parallel)
+    if config.train.get("gate_stats") and width.multiple(config.model) != 1:
+        problems.append(f"train.gate_stats=True with model.width_multiple="
+                        f"{config.model.width_multiple}: the statistics would count the padded "
+                        "units; set model.width_multiple=1")
     if not problems and check_data_sizes:
         problems += check_devices(config) + check_data(config)
     if problems:

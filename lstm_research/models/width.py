@@ -1,0 +1,103 @@
+"""Hidden units padded to a multiple (``model.width_multiple``): one compiled program for every
+hidden size of a bucket.
+
+A sweep over hidden sizes compiles a program for each one: Greff et al. 2015 draw them
+log-uniform in 20-200, 963 distinct variant-widths among their 1800 trials, and on a 2-core CPU
+a new width's compile (5-14 s) costs more than many of those trials' training. With
+``model.width_multiple=m`` the recurrent stack runs at the hidden size rounded up to a multiple
+of ``m`` and the extra units are exactly zero throughout:
+
+* the model is initialized at its own width, with the bits of a run without padding, and
+  embedded into the wider arrays with zeros (:func:`embed`; each gate block padded on its own);
+* a padded unit's pre-activations are then 0 at every step, so ``c = f * 0 + i * tanh(0) = 0``
+  and ``h = o * tanh(0) = 0``; its outgoing weights are 0, so no real unit or output sees it;
+* its gradients are exactly 0 (each is a product with a zero ``h``, ``c`` or outgoing weight),
+  so no optimizer moves it.
+
+The results are those of the model without padding up to float rounding (the matmuls sum over
+more terms, zeros, in another order; ``tests/test_width.py``). Padding needs an LSTM-family cell
+without layer norm or projection, and no dropout or zoneout, whose random masks depend on the
+width (:func:`unpaddable`). Packed trials of different widths (:mod:`lstm_research.training.pack`)
+are embedded the same way.
+"""
+from __future__ import annotations
+
+import copy
+
+import jax
+import numpy as np
+
+from lstm_research import cells as cells_lib
+from lstm_research.errors import UserError
+
+WIDTH_KEY = "model.hidden_size"
+
+
+def multiple(model_cfg) -> int:
+    """``model.width_multiple`` (1, no padding, where a saved config predates it)."""
+    return model_cfg.get("width_multiple", 1) or 1
+
+
+def padded_width(model_cfg) -> int:
+    """The width the stack runs at: ``hidden_size`` rounded up to ``width_multiple``."""
+    m = multiple(model_cfg)
+    return -(-model_cfg.hidden_size // m) * m
+
+
+def unpaddable(model_cfg) -> str | None:
+    """None when ``model_cfg``'s units can be padded exactly, else why not."""
+    cell = cells_lib.get(model_cfg.cell, model_cfg.hidden_size)
+    if cell.name != "lstm" or getattr(cell, "layer_norm", False) or getattr(cell, "proj_size", 0):
+        return (f"model.cell={model_cfg.cell!r}: only LSTM-family cells without layer norm or "
+                "projection are padded exactly")
+    for what in ("dropout", "input_dropout", "recurrent_dropout", "zoneout"):
+        if model_cfg.get(what):
+            return f"model.{what}={model_cfg.get(what)}: its random masks depend on the width"
+    return None
+
+
+def _with(model_cfg, **values):
+    out = copy.deepcopy(model_cfg)
+    with out.unlocked():
+        for k, v in values.items():
+            out[k] = v
+    return out
+
+
+def padded(model_cfg):
+    """``model_cfg`` of the stack that runs: its hidden size :func:`padded_width`."""
+    Wp = padded_width(model_cfg)
+    return model_cfg if Wp == model_cfg.hidden_size else _with(model_cfg, hidden_size=Wp)
+
+
+def unpadded(config):
+    """``config`` (a whole run's) without padding: the model that is initialized."""
+    if multiple(config.model) == 1:
+        return config
+    out = copy.deepcopy(config)
+    out.model = _with(config.model, width_multiple=1)
+    return out
+
+
+def embed(small, big, W: int, Hp: int):
+    """``small`` (a width-``W`` model's arrays) inside the zeros of ``big``'s shapes (width
+    ``Hp``): every axis whose size differs is ``n`` blocks of ``W`` units (gates, directions),
+    each block padded to ``Hp``."""
+    def one(s, b):
+        s = np.asarray(s)
+        for ax, (ns, nb) in enumerate(zip(s.shape, b.shape)):
+            if ns == nb:
+                continue
+            n = ns // W
+            if ns != n * W or nb != n * Hp:
+                raise UserError(f"{WIDTH_KEY}: an array of shape {s.shape} does not grow by "
+                                f"blocks of the width ({W} -> {Hp}); this model cannot be padded "
+                                "to another width")
+            blocks = s.reshape(s.shape[:ax] + (n, W) + s.shape[ax + 1:])
+            pad = [(0, 0)] * blocks.ndim
+            pad[ax + 1] = (0, Hp - W)
+            s = np.pad(blocks, pad).reshape(s.shape[:ax] + (n * Hp,) + s.shape[ax + 1:])
+        if s.shape != b.shape:
+            raise UserError(f"{WIDTH_KEY}: cannot embed shape {s.shape} into {b.shape}")
+        return s.astype(b.dtype)
+    return jax.tree.map(one, small, big)

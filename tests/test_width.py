@@ -1,0 +1,127 @@
+"""Padded units (``model.width_multiple``, lstm_research/models/width.py): a run padded to a wider
+width equals the run at its own width up to float rounding, its padded units stay exactly zero,
+the widths of a bucket share one compiled program, a pack of padded trials equals those trials
+alone, and configs where padding would not be exact are refused by name."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from lstm_research.errors import UserError
+from lstm_research.models.width import embed, padded_width
+from lstm_research.training import loop
+from lstm_research.training.checkpoint import Checkpoints
+from lstm_research.training.loop import Trainer
+from lstm_research.training.pack import PackTrainer
+from lstm_research.training.validate import validate_config
+
+from conftest import small_config
+
+RTOL = 1e-5
+
+
+def config(task="reber", cell="vanilla", width=5, multiple=8, **train):
+    c = small_config(task, steps=30, eval_every=10, hidden_size=width)
+    c.model.cell, c.model.width_multiple = cell, multiple
+    c.train.optimizer, c.train.lr, c.train.input_noise = "nesterov", 0.05, 0.2
+    c.train.weight_decay, c.train.clip_norm = 1e-3, 1.0
+    c.train.update(train)
+    return c
+
+
+def curve(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["nll"]) for r in map(json.loads, lines) if r["split"] == "valid"]
+
+
+def final_params(c, workdir):
+    like = Trainer(c, workdir / "_like", progress=False).init_state()[0]
+    arrays, _ = Checkpoints(workdir).restore_latest(like)
+    return jax.tree.map(np.asarray, arrays["params"])
+
+
+def assert_same_run(padded_dir, own_dir, padded, own):
+    assert padded["num_params"] == own["num_params"]
+    assert padded["best_step"] == own["best_step"]
+    for split in ("valid", "test"):
+        for k, v in own[split].items():
+            np.testing.assert_allclose(padded[split][k], v, rtol=RTOL, err_msg=f"{split} {k}")
+    a, b = curve(padded_dir), curve(own_dir)
+    assert [s for s, _ in a] == [s for s, _ in b]
+    np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=RTOL)
+
+
+CASES = {
+    # per-step head on variable-length strings (the fused layer's visited chunks)
+    "vanilla": dict(cell="vanilla"),
+    # FGR: a padded unit's gates are 0.5, not 0, and feed the real gates through w_gates; only
+    # the gradient mask keeps those rows at zero. Several updates per call (the chunked step).
+    "fgr, 4 updates per call": dict(cell="fgr", steps_per_call=4),
+    "cifg, identity output": dict(cell="cifg:output_activation=identity"),
+    # two layers (the second's inputs are padded too), state carried across batches
+    "2 layers, carried state": dict(task="continual_reber", cell="lstm:forget_bias=1",
+                                    num_layers=2),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_padded_run_equals_the_run_at_its_own_width(tmp_path, case):
+    kw = dict(CASES[case])
+    task, num_layers = kw.pop("task", "reber"), kw.pop("num_layers", 1)
+    runs = {}
+    for multiple in (1, 8):
+        c = config(task, multiple=multiple, **kw)
+        c.model.num_layers = num_layers
+        runs[multiple] = c, tmp_path / f"m{multiple}"
+        runs[multiple] += (Trainer(c, runs[multiple][1], progress=False).run(),)
+    (c1, d1, own), (c8, d8, padded) = runs[1], runs[8]
+    assert_same_run(d8, d1, padded, own)
+    small, big = final_params(c1, d1), final_params(c8, d8)
+    real = embed(jax.tree.map(np.ones_like, small), big, 5, 8)
+    assert jax.tree.map(np.shape, big) != jax.tree.map(np.shape, small)  # it did run padded
+    for b, s, m in zip(*map(jax.tree.leaves, (big, embed(small, big, 5, 8), real))):
+        assert np.all(b[m == 0] == 0), "a padded unit's parameter moved"
+        np.testing.assert_allclose(b, s, rtol=RTOL, atol=1e-6)
+
+
+def test_the_widths_of_a_bucket_share_one_compiled_program(tmp_path):
+    results = [Trainer(config(width=w), tmp_path / f"w{w}", progress=False).run()
+               for w in (5, 7, 8)]
+    keys = {loop._steps_key(config(width=w)) for w in (5, 7, 8)}
+    assert len(keys) == 1
+    (jitted,) = [loop._STEPS[k] for k in keys]
+    assert jitted[3]._cache_size() == 1  # the train step, compiled once for the three widths
+    assert [r["num_params"] for r in results] == sorted({r["num_params"] for r in results})
+    assert padded_width(config(width=9).model) == 16
+    assert loop._steps_key(config(width=9)) not in keys
+
+
+def test_a_pack_of_padded_trials_equals_each_trial_alone(tmp_path):
+    widths = (5, 11)
+    configs = [config(width=w) for w in widths]
+    for c in configs:
+        c.train.patience = 0
+    dirs = [tmp_path / f"p{w}" for w in widths]
+    packed = PackTrainer(configs, dirs, tmp_path / "pack", progress=False).run()
+    for c, d, p in zip(configs, dirs, packed):
+        own = Trainer(c, d.with_name(d.name + "_alone"), progress=False).run()
+        assert_same_run(d, d.with_name(d.name + "_alone"), p, own)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"model.cell": "gru"}, "model.cell='gru'"),
+    ({"model.cell": "vanilla:layer_norm=true"}, "layer norm"),
+    ({"model.recurrent_dropout": 0.1}, "model.recurrent_dropout=0.1"),
+    ({"model.zoneout": 0.1}, "model.zoneout=0.1"),
+    ({"train.gate_stats": True}, "train.gate_stats=True"),
+    ({"model.width_multiple": 0}, "model.width_multiple=0 must be an integer >= 1"),
+])
+def test_padding_where_it_is_not_exact_is_refused_by_name(change, named):
+    c = config()
+    for key, value in change.items():
+        section, field = key.split(".")
+        c[section][field] = value
+    with pytest.raises(UserError, match="width_multiple") as e:
+        validate_config(c)
+    assert named in str(e.value)
