@@ -57,7 +57,8 @@ WARM_WIDTH = 11
 def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
     cmd = [sys.executable, str(REPO_ROOT / "experiments" / "sweep.py"), f"--config={CONFIG}",
            f"--sweep_dir={sweep_dir}", "--grid", f"model.cell={args.cells}", "--trials", str(args.draws),
-           "--sweep_seed", str(args.sweep_seed), "--set", f"train.epochs={args.epochs}",
+           "--sweep_seed", str(args.sweep_seed), *[a for kv in args.set for a in ("--set", kv)],
+           "--set", f"train.epochs={args.epochs}",
            "--set", "train.patience=0", "--no_summary", "--no_progress"]
     for axis in AXES:
         cmd += ["--random", axis]
@@ -142,6 +143,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     pin_to_one_cpu()
     import jax
     import run
+    from lstm_research.training import loop
     jax.monitoring.register_event_duration_secs_listener(compile_seconds)
 
     out = {}
@@ -155,6 +157,10 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
+        # the width again once this process has dropped its programs (as a worker does for
+        # programs it has not used lately): traced again, loaded from the persistent cache
+        loop.forget_programs()
+        tc = time_trial(run.main, root / f"cached{w}", w, 1, draw=1, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
         n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
         epoch = (t2 - t1) / extra
@@ -162,6 +168,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
                        "fixed_cost_new_width_s": round(t0 - epoch, 3),
                        "fixed_cost_width_below_s": round(tb - epoch, 3),
+                       "fixed_cost_cached_programs_s": round(tc - epoch, 3),
                        "new_width_compile_s": {k: round(v, 3) for k, v in sorted(
                            compiles.items(), key=lambda kv: -kv[1])},
                        f"trial_{1 + extra}_epochs_s": round(t2, 3)}
@@ -347,25 +354,50 @@ def padded(w: int, multiple: int) -> int:
     return -(-w // multiple) * multiple
 
 
-def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1) -> float:
-    """Seconds of one worker's work for ``trials`` (cell, width), each run for ``epochs`` epochs:
-    a trial costs the fixed cost of a new width (compiling its programs) the first time its cell
-    and padded width (``model.width_multiple``) come up in the sweep (workers share the
-    compilation cache), the cost of the width below a new one (its own init, the padded programs
-    compiled) the first time its own width does, a seen width's fixed cost after that, plus its
-    epochs (times interpolated log-log between the measured widths)."""
+def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1, workers: int = 1) -> float:
+    """Seconds of work of ``workers`` workers for ``trials`` (cell, width), each run for ``epochs``
+    epochs: a trial costs the fixed cost of a new width (compiling its programs) the first time
+    its cell and padded width (``model.width_multiple``) come up in the sweep (workers share the
+    compilation cache), the cost of the width below a new one (its own init compiled, the padded
+    programs in memory) the first time its own width does, a seen width's fixed cost after that,
+    plus its epochs (times interpolated log-log between the measured widths). Where the trial's
+    worker (trials dealt in turn; replaced after its 100 trials) no longer holds the programs
+    (the most recently used ``training.loop.STEPS_KEPT``), it pays what a width seen before
+    costs from the persistent cache instead of from memory (``fixed_cost_cached_programs_s``;
+    runs before 2026-12-02 20:00 did not measure it and assumed memory)."""
+    from collections import OrderedDict
+
+    from lstm_research.sweeps.workers import WorkerOptions
+    from lstm_research.training.loop import STEPS_KEPT
     import numpy as np
     ws = np.log(np.array(sorted(int(w) for w in per_width), float))
 
     def at(name, w):
         v = np.array([per_width[str(int(x))][name] for x in sorted(int(k) for k in per_width)])
         return float(np.exp(np.interp(np.log(w), ws, np.log(np.maximum(v, 1e-6)))))
+    def in_memory(k, program):
+        if ran[k] == WorkerOptions.max_trials:
+            held[k], ran[k] = OrderedDict(), 0
+        ran[k] += 1
+        hit = held[k].pop(program, None) is not None
+        if not hit and len(held[k]) >= STEPS_KEPT:
+            held[k].popitem(last=False)
+        held[k][program] = True
+        return hit
+
     seen, programs, total = set(), set(), 0.0
-    for cell, w in trials:
+    held, ran = [OrderedDict() for _ in range(workers)], [0] * workers
+    cached = "fixed_cost_cached_programs_s" in next(iter(per_width.values()))
+    for i, (cell, w) in enumerate(trials):
         program = (cell, padded(w, multiple))
-        total += at("fixed_cost_per_trial_s" if (cell, w) in seen else
-                    "fixed_cost_width_below_s" if program in programs else
-                    "fixed_cost_new_width_s", w)
+        hit = in_memory(i % workers, program) or not cached
+        if (cell, w) in seen:
+            total += at("fixed_cost_per_trial_s" if hit else "fixed_cost_cached_programs_s", w)
+        elif program in programs:
+            total += at("fixed_cost_width_below_s", w) + (0.0 if hit else max(
+                0.0, at("fixed_cost_cached_programs_s", w) - at("fixed_cost_per_trial_s", w)))
+        else:
+            total += at("fixed_cost_new_width_s", w)
         total += epochs * at("epoch_s", w)
         seen.add((cell, w))
         programs.add(program)
@@ -390,17 +422,17 @@ def project_workers(report: dict, args) -> dict:
     from lstm_research.cells import GREFF_VARIANTS
 
     full = study_trials(",".join(GREFF_VARIANTS), 200, 0)
-    multiple = width_multiple(args.timing_set)
+    multiple = width_multiple(args.set + args.timing_set)
     out = {"distinct_variant_widths": len(set(full)), "width_multiple": multiple,
            "distinct_programs": len({(c, padded(w, multiple)) for c, w in full})}
     m = report["modes"].get("workers")
     if m is not None:
         bench = worker_s(report["per_width"], study_trials(",".join(report["cells"]), args.draws,
                                                            args.sweep_seed), args.epochs,
-                         multiple) / args.parallel
+                         multiple, args.parallel) / args.parallel
         out["calibration"] = round(m["wall_s"] / bench, 3)
     for e in STUDY_EPOCHS:
-        out[str(e)] = round(worker_s(report["per_width"], full, e, multiple) / args.parallel / 3600
+        out[str(e)] = round(worker_s(report["per_width"], full, e, multiple, args.parallel) / args.parallel / 3600
                             * out.get("calibration", 1.0), 2)
     return out
 
@@ -441,6 +473,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps_per_call", type=int, default=0,
                    help="also time, per width, a training epoch at one call per update against "
                         "train.steps_per_call=this (interleaved; 0: skip)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of every trial, swept and timed (e.g. model.width_multiple=1)")
     p.add_argument("--timing_set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override of the per-width timing trials (repeatable), e.g. "
                         "model.cell=fgr, model.fused=false")
@@ -478,9 +512,11 @@ def main(argv=None) -> int:
                                                 / m["workers"]["trial_epochs_per_hour"], 3)
             print(f"packed (K={args.pack}) / workers: {report['packed_vs_workers']:.2f}x")
         widths = [int(w) for w in args.widths.split(",")]
-        report["per_width"] = time_widths(widths, root, args.timing_epochs, args.timing_set)
-        if args.timing_set:
-            report["timing_set"] = args.timing_set
+        report["per_width"] = time_widths(widths, root, args.timing_epochs,
+                                          args.set + args.timing_set)
+        for name in ("set", "timing_set"):
+            if getattr(args, name):
+                report[name] = getattr(args, name)
         if args.steps_per_call > 1:
             report["steps_per_call"] = time_calls(widths, args.steps_per_call)
             for w, r in report["steps_per_call"].items():

@@ -219,6 +219,12 @@ _SHAPES: dict = {}  # params' shapes of this process's models, by what decides t
 _SHAPES_KEPT = 64
 
 
+def forget_programs() -> None:
+    """Drop this process's compiled init programs and traced params shapes."""
+    _INIT_PROGRAMS.clear()
+    _SHAPES.clear()
+
+
 def _params_shapes(task_cfg, model_cfg, model, args):
     """``model``'s params as shapes (traced once per process for each model, task and shape)."""
     key = (model_cfg.to_json_best_effort(), task_cfg.to_json_best_effort(),
