@@ -57,8 +57,8 @@ WARM_WIDTH = 11
 def sweep_command(sweep_dir: Path, args, mode: str) -> list[str]:
     cmd = [sys.executable, str(REPO_ROOT / "experiments" / "sweep.py"), f"--config={CONFIG}",
            f"--sweep_dir={sweep_dir}", "--grid", f"model.cell={args.cells}", "--trials", str(args.draws),
-           "--sweep_seed", str(args.sweep_seed), *[a for kv in args.set for a in ("--set", kv)],
-           "--set", f"train.epochs={args.epochs}",
+           "--sweep_seed", str(args.sweep_seed),
+           *[a for kv in args.set for a in ("--set", kv)], "--set", f"train.epochs={args.epochs}",
            "--set", "train.patience=0", "--no_summary", "--no_progress"]
     for axis in AXES:
         cmd += ["--random", axis]
@@ -152,11 +152,12 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         COMPILES = {}
         t0 = time_trial(run.main, root / f"warm{w}", w, 1, sets=sets)  # a new width: compiles
         compiles, COMPILES = COMPILES, None
-        # the width below: another new width, or with model.width_multiple one whose padded
-        # programs the width above compiled (its init is its own)
-        tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
+        # the width below, after these (a width between them made t1 pay for per-width caches):
+        # another new width, or with model.width_multiple one whose padded programs the width
+        # above compiled (its init is its own)
+        tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         # the width again once this process has dropped its programs (as a worker does for
         # programs it has not used lately): traced again, loaded from the persistent cache
         loop.forget_programs()

@@ -11,8 +11,11 @@ of ``m`` and the extra units are exactly zero throughout:
   embedded into the wider arrays with zeros (:func:`embed`; each gate block padded on its own);
 * a padded unit's pre-activations are then 0 at every step, so ``c = f * 0 + i * tanh(0) = 0``
   and ``h = o * tanh(0) = 0``; its outgoing weights are 0, so no real unit or output sees it;
-* its gradients are exactly 0 (each is a product with a zero ``h``, ``c`` or outgoing weight),
-  so no optimizer moves it.
+* the gradients of its parameters are multiplied by 0 (the train step's ``grad_mask``,
+  :func:`lstm_research.training.steps.grad_mask`), so no optimizer moves them. Most are exactly
+  0 anyway (products with a zero ``h``, ``c`` or outgoing weight), but not all: under full gate
+  recurrence (FGR) a padded unit's gates are 0.5, and the rows of ``w_gates`` they feed would
+  learn.
 
 The results are those of the model without padding up to float rounding (the matmuls sum over
 more terms, zeros, in another order; ``tests/test_width.py``). Padding needs an LSTM-family cell

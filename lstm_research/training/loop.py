@@ -23,8 +23,8 @@ import numpy as np
 from absl import logging
 
 from lstm_research import models
-from lstm_research.models import width
 from lstm_research.errors import UserError
+from lstm_research.models import width
 from lstm_research.training import diagnostics, optim, parallel, steps
 from lstm_research.training.batches import (length_groups, pad_time_at_least, pad_time_to,
                                              padded_length)

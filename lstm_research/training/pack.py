@@ -49,8 +49,8 @@ import numpy as np
 
 from lstm_research import cells as cells_lib
 from lstm_research import models, visited
-from lstm_research.models import width
 from lstm_research.errors import UserError
+from lstm_research.models import width
 from lstm_research.layers.stack import RATES
 from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time, pad_time_at_least, pad_to_longest

@@ -260,7 +260,8 @@ def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     params = _init_program(own_config, init, args)(*args)
     W, Wp = config.model.hidden_size, width.padded_width(config.model)
     if Wp != W:
-        params = width.embed(params, _params_shapes(config.task, config.model, model, args[2:]), W, Wp)
+        big = _params_shapes(config.task, config.model, model, args[2:])
+        params = width.embed(params, big, W, Wp)
     params = parallel.shard_params(mesh, params)
     opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
