@@ -154,7 +154,8 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         compiles, COMPILES = COMPILES, None
         t1 = time_trial(run.main, root / f"e1_{w}", w, 1, draw=1, sets=sets)
         t2 = time_trial(run.main, root / f"e2_{w}", w, 1 + extra, draw=2, sets=sets)
-        # the width below, after these (a width between them made t1 pay for per-width caches):
+        # the width below, after these (a new width between them made t1 slower, most likely
+        # through per-width caches, and the unpadded epoch estimates at width 20 0.02-0.04 s):
         # another new width, or with model.width_multiple one whose padded programs the width
         # above compiled (its init is its own)
         tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)

@@ -56,9 +56,9 @@ class NonFiniteLoss(RuntimeError):
 _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (_steps_key)
 #: the most recently used jitted steps kept: a Greff study's worker cycles through nine variants
 #: and their widths, so its trials find their programs in memory only with enough kept (a
-#: simulation of the study's 1800 trials in 2 workers of 100 trials: 0 hits at 8 kept first in
-#: first out, 267 at 32 most recently used; a miss traces and loads from the persistent
-#: compilation cache, about 1 s; each kept width costs about 20 MB)
+#: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers of 100
+#: trials: 0 hits at 8 kept first in first out, 267 at 32 most recently used; a miss traces and
+#: loads from the persistent compilation cache, about 1 s; each kept width costs about 20 MB)
 STEPS_KEPT = 32
 
 
