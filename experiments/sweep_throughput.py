@@ -377,6 +377,7 @@ def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1, workers: i
     def at(name, w):
         v = np.array([per_width[str(int(x))][name] for x in sorted(int(k) for k in per_width)])
         return float(np.exp(np.interp(np.log(w), ws, np.log(np.maximum(v, 1e-6)))))
+
     def in_memory(k, program):
         if ran[k] == WorkerOptions.max_trials:
             held[k], ran[k] = OrderedDict(), 0
