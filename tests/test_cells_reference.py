@@ -487,3 +487,46 @@ def test_initial_gate_biases_land_on_their_gates():
     np.testing.assert_array_equal(b, np.repeat([-6.0, 0.0, 0.0], H))
     with pytest.raises(cells.CellConfigError, match="gates: f, z, o"):
         cells.get("nig:input_bias=-3", H)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "nig", "cifg", "np", "fgr"])
+def test_init_draws_each_gate_block_with_its_own_key(name):
+    """The documented init of the LSTM family: the 6 keys split from the cell's key give w_x
+    Glorot-uniform (each gate block drawn with its own key split from k[0], limit
+    sqrt(6 / (fan_in + fan_out))), w_h orthogonal (each block from a key split from k[1]) and
+    peepholes U(-0.1, 0.1) from the keys split from k[2] in the order (i, f, o), FGR's
+    w_gates U(-1/sqrt(H), 1/sqrt(H)) from k[3]. The reference
+    is written with one jax.random / jax.nn.initializers call per block; the library draws the
+    blocks in one vmapped call, which must give the same bits. Each w_h block is orthogonal."""
+    H, In = 7, 5
+    cell = cells.get(name, H)
+    G = len(cell.gates)
+    lim = math.sqrt(6.0 / (In + H))
+
+    def reference(key):
+        k = jax.random.split(key, 6)
+        out = {"w_x": jnp.concatenate([jax.random.uniform(kg, (In, H), jnp.float32, -lim, lim)
+                                       for kg in jax.random.split(k[0], G)], axis=-1),
+               "w_h": jnp.concatenate([jax.nn.initializers.orthogonal()(kg, (H, H), jnp.float32)
+                                       for kg in jax.random.split(k[1], G)], axis=-1)}
+        for gate, kk in zip("ifo", jax.random.split(k[2], 3)):
+            if cell.peepholes and gate in cell.gates:
+                out[f"peephole_{gate}"] = jax.random.uniform(kk, (H,), jnp.float32, -0.1, 0.1)
+        if cell.full_gate_recurrence:  # U(-1/sqrt(H), 1/sqrt(H)) from k[3]
+            out["w_gates"] = jax.random.uniform(k[3], (3 * H, 3 * H), jnp.float32,
+                                                -1 / H ** 0.5, 1 / H ** 0.5)
+        return out
+
+    def o0(f, key):  # as the training init program is compiled (steps._init_program)
+        return jax.jit(f).lower(key).compile(
+            compiler_options={"xla_backend_optimization_level": 0})(key)
+
+    key = jax.random.key(11)
+    for got, want in ((cell.init(key, In), reference(key)),
+                      (o0(lambda kk: cell.init(kk, In), key), o0(reference, key))):
+        assert {p for p in got if p.startswith(("w_", "peephole_"))} == set(want)
+        for p in want:
+            np.testing.assert_array_equal(got[p], want[p], err_msg=p)
+    for g in range(G):
+        block = np.asarray(got["w_h"][:, g * H:(g + 1) * H], np.float64)
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)

