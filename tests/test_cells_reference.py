@@ -17,6 +17,7 @@ import pytest
 
 from lstm_research import cells
 from lstm_research.layers import Stack
+from lstm_research.training import steps
 
 from conftest import fast_jit
 
@@ -497,7 +498,8 @@ def test_init_draws_each_gate_block_with_its_own_key(name):
     peepholes U(-0.1, 0.1) from the keys split from k[2] in the order (i, f, o), FGR's
     w_gates U(-1/sqrt(H), 1/sqrt(H)) from k[3]. The reference
     is written with one jax.random / jax.nn.initializers call per block; the library draws the
-    blocks in one vmapped call, which must give the same bits. Each w_h block is orthogonal."""
+    blocks in one vmapped call, which must give the same bits, eagerly and as the training
+    init program is compiled. Each w_h block is orthogonal."""
     H, In = 7, 5
     cell = cells.get(name, H)
     G = len(cell.gates)
@@ -517,9 +519,8 @@ def test_init_draws_each_gate_block_with_its_own_key(name):
                                                 -1 / H ** 0.5, 1 / H ** 0.5)
         return out
 
-    def o0(f, key):  # as the training init program is compiled (steps._init_program)
-        return jax.jit(f).lower(key).compile(
-            compiler_options={"xla_backend_optimization_level": 0})(key)
+    def o0(f, key):  # as the training init program is compiled on CPU
+        return jax.jit(f).lower(key).compile(compiler_options=steps.INIT_COMPILER_OPTIONS)(key)
 
     key = jax.random.key(11)
     for got, want in ((cell.init(key, In), reference(key)),

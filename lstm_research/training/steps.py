@@ -189,6 +189,13 @@ def initial_meta() -> dict:
             "plateau_scale": 1.0, "plateau_bad": 0, "wall_time": 0.0, "stopped": None}
 
 
+#: how the init program is compiled on CPU. It runs once, so it is compiled for compile time:
+#: without LLVM's optimizations (about 1 s instead of 2 s per new width; other bits of the same
+#: distributions than an optimized compile gives: transcendentals are vectorized differently),
+#: and with XLA's older loop emitters instead of its fusion emitters (the same bits at level 0;
+#: 0.30-0.33 s instead of 0.63-0.67 s at widths 37-150, one core, 2026-12-03; the train step
+#: compiled so ran 8-11% slower, so only init is)
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 _INIT_PROGRAMS: dict = {}  # compiled init programs of this process, by what decides them
 _INIT_PROGRAMS_KEPT = 64
 
@@ -203,11 +210,8 @@ def _init_program(config, init, args):
     program = _INIT_PROGRAMS.get(key)
     if program is None:
         # one compiled program: run eagerly, init compiled dozens of small per-shape programs
-        # (about 3 s for every new width). It runs once, so on CPU it is compiled without LLVM's
-        # optimizations: about 1 s instead of 2 s per new width (other bits of the same
-        # distributions than an optimized compile gives: transcendentals are vectorized
-        # differently)
-        options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
+        # (about 3 s for every new width)
+        options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
         program = jax.jit(init).lower(*args).compile(compiler_options=options)
         if len(_INIT_PROGRAMS) >= _INIT_PROGRAMS_KEPT:
             _INIT_PROGRAMS.pop(next(iter(_INIT_PROGRAMS)))
