@@ -437,6 +437,10 @@ def project_workers(report: dict, args) -> dict:
     for e in STUDY_EPOCHS:
         out[str(e)] = round(worker_s(report["per_width"], full, e, multiple, args.parallel) / args.parallel / 3600
                             * out.get("calibration", 1.0), 2)
+    # the fixed costs alone (no epochs; not calibrated): hours of P workers, seconds per trial
+    fixed = worker_s(report["per_width"], full, 0, multiple, args.parallel)
+    out["fixed_costs_h"] = round(fixed / args.parallel / 3600, 3)
+    out["fixed_cost_per_trial_s"] = round(fixed / len(full), 2)
     return out
 
 
@@ -542,7 +546,9 @@ def main(argv=None) -> int:
         print(f"projected full study in {args.parallel} workers, on its own draws ({p['distinct_variant_widths']} "
               f"distinct variant-widths, {p['distinct_programs']} programs at model.width_multiple="
               f"{p['width_multiple']}; calibration {p.get('calibration', 1.0):.2f}): "
-              + ", ".join(f"{p[str(e)]:.1f} h at {e} epochs" for e in STUDY_EPOCHS))
+              + ", ".join(f"{p[str(e)]:.1f} h at {e} epochs" for e in STUDY_EPOCHS)
+              + f"; of it fixed costs {p['fixed_costs_h']:.2f} h (not calibrated), "
+              f"{p['fixed_cost_per_trial_s']:.2f} s per trial on average")
         for w, r in report["per_width"].items():
             print(f"width {w:>3}: epoch {r['epoch_s']:.3f}s, update {r['update_ms_per_sequence']:.3f} ms/sequence "
                   f"(validation included), fixed cost per trial in a worker {r['fixed_cost_per_trial_s']:.3f}s")
