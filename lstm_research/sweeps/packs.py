@@ -69,7 +69,8 @@ def plan_packs(spec: SweepSpec, sweep_dir: Path, trials: Sequence[Trial], k: int
     """The packs (of at most ``k`` trials) that run ``trials`` (in run order), see the module
     docstring. A user error, naming the key that forces separate programs, when ``k > 1`` and no
     two trials can share a program."""
-    from lstm_research.training.pack import pack_conflict, program_key, width_packable
+    from lstm_research.models.width import unpaddable
+    from lstm_research.training.pack import pack_conflict, program_key
 
     if k < 1:
         raise UserError(f"--pack must be >= 1 (trials per program), got {k}")
@@ -83,7 +84,7 @@ def plan_packs(spec: SweepSpec, sweep_dir: Path, trials: Sequence[Trial], k: int
         if t.id not in remaining:
             continue
         c = configs[t.id] = _trial_config(spec, base, t)
-        key = repr(sorted(program_key(c, with_width=width_packable(c) is not None).items()))
+        key = repr(sorted(program_key(c, with_width=unpaddable(c.model) is not None).items()))
         groups.setdefault(key, []).append(t)
     if k > 1 and len(trials) > 1 and remaining and all(len(g) == 1 for g in groups.values()):
         first = [t for t in trials if t.id in remaining][:2]

@@ -84,11 +84,6 @@ def _cell(model_cfg):
     return cells_lib.get(model_cfg.cell, model_cfg.hidden_size)
 
 
-def width_packable(config) -> str | None:
-    """None when trials of ``config``'s model may differ in width within a pack, else why not."""
-    return width.unpaddable(config.model)
-
-
 def program_key(config, with_width: bool) -> dict:
     """What decides a trial's compiled program: its task, model and train sections (resolved)
     without the packable keys; the cell with its init-only switches reset; the width only when
@@ -113,7 +108,8 @@ def pack_conflict(configs) -> str | None:
     """None when ``configs`` can train as one pack; else one line naming the first key whose
     values force separate programs."""
     widths = {c.model.hidden_size for c in configs}
-    why_not = next(filter(None, map(width_packable, configs)), None) if len(widths) > 1 else None
+    why_not = (next(filter(None, (width.unpaddable(c.model) for c in configs)), None)
+               if len(widths) > 1 else None)
     keys = [program_key(c, with_width=why_not is not None) for c in configs]
     for k in keys[0]:
         values = [key.get(k) for key in keys]
