@@ -363,7 +363,7 @@ def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1, workers: i
     compilation cache), the cost of the width below a new one (its own init compiled, the padded
     programs in memory) the first time its own width does, a seen width's fixed cost after that,
     plus its epochs (times interpolated log-log between the measured widths). Where the trial's
-    worker (trials dealt in turn; replaced after its 100 trials) no longer holds the programs
+    worker (trials dealt in turn; replaced after its ``WorkerOptions.max_trials`` trials) no longer holds the programs
     (the most recently used ``training.loop.STEPS_KEPT``), it pays what a width seen before
     costs from the persistent cache instead of from memory (``fixed_cost_cached_programs_s``;
     runs before 2026-12-02 20:00 did not measure it and assumed memory)."""

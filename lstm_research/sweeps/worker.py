@@ -101,7 +101,7 @@ def rss_gb() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lstm_research.sweeps.worker")
     p.add_argument("--entry", required=True, help="trial script defining main(argv) (run.py)")
-    p.add_argument("--max_trials", type=int, default=100)
+    p.add_argument("--max_trials", type=int, default=300)
     p.add_argument("--max_rss_gb", type=float, default=4.0)
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     args = p.parse_args(argv)

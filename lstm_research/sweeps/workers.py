@@ -47,7 +47,7 @@ def available_cpus() -> int:
 @dataclasses.dataclass
 class WorkerOptions:
     workers: int
-    max_trials: int = 100
+    max_trials: int = 300  # see training.loop.STEPS_KEPT
     max_rss_gb: float = 4.0
     cache_dir: str | None = None  # JAX persistent compilation cache; None: the caller's setting
     pin: bool = True

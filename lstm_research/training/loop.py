@@ -56,10 +56,11 @@ class NonFiniteLoss(RuntimeError):
 _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (_steps_key)
 #: the most recently used jitted steps kept: a Greff study's worker cycles through nine variants
 #: and their widths, so its trials find their programs in memory only with enough kept (a
-#: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers of 100
-#: trials: 0 hits at 8 kept first in first out, 267 at 32 most recently used; a miss traces and
-#: loads from the persistent compilation cache, about 1 s; each kept width costs about 20 MB)
-STEPS_KEPT = 32
+#: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers: 0 hits
+#: at 8 kept first in first out, 321 at 32 most recently used with workers replaced after 100
+#: trials, 723 at 64 with 300; a miss traces and loads from the persistent compilation cache,
+#: about 1 s; a kept program costs 5-20 MB of memory, FGR's 60-90 MB, measured 2026-12-03)
+STEPS_KEPT = 64
 
 
 #: train keys that only the host-side loop reads (budget, schedule, evaluation and checkpoint
