@@ -59,7 +59,9 @@ _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (
 #: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers: 0 hits
 #: at 8 kept first in first out, 321 at 32 most recently used with workers replaced after 100
 #: trials, 723 at 64 with 300; a miss traces and loads from the persistent compilation cache,
-#: about 1 s; a kept program costs 5-20 MB of memory, FGR's 60-90 MB, measured 2026-12-03)
+#: about 1 s. Memory: each program compiled or loaded adds 10-20 MB of resident memory, FGR's
+#: 60-90 MB, kept or not (freed, it stays mapped until the worker trims its heap:
+#: sweeps.worker.release_free_memory); measured 2026-12-03)
 STEPS_KEPT = 64
 
 
