@@ -31,6 +31,8 @@ import signal
 import sys
 import traceback
 
+from lstm_research.sweeps.workers import WorkerOptions
+
 __all__ = ["load_entry", "main", "run_job"]
 
 PR_SET_PDEATHSIG = 1
@@ -117,8 +119,8 @@ def release_free_memory() -> bool:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lstm_research.sweeps.worker")
     p.add_argument("--entry", required=True, help="trial script defining main(argv) (run.py)")
-    p.add_argument("--max_trials", type=int, default=300)
-    p.add_argument("--max_rss_gb", type=float, default=4.0)
+    p.add_argument("--max_trials", type=int, default=WorkerOptions.max_trials)
+    p.add_argument("--max_rss_gb", type=float, default=WorkerOptions.max_rss_gb)
     p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     args = p.parse_args(argv)
     _die_with_parent()
