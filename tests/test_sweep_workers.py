@@ -95,8 +95,9 @@ def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         _assert_same_trial(tdir, alone, overrides)
-    # the workers filled the sweep's persistent compilation cache, the train step included
-    assert any(p.name.startswith("jit_keyed_train_step") for p in (tmp_path / "sw" / ".jax_cache").iterdir())
+    # the worker stored its programs in the sweep's cache (training.programs): the train step,
+    # the evaluation step, and the init programs of widths 5 and 7
+    assert len(list((tmp_path / "sw" / ".jax_cache" / "executables").glob("*.exe"))) == 4
 
 
 def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):

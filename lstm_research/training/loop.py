@@ -25,7 +25,7 @@ from absl import logging
 from lstm_research import models
 from lstm_research.errors import UserError
 from lstm_research.models import width
-from lstm_research.training import diagnostics, optim, parallel, steps
+from lstm_research.training import diagnostics, optim, parallel, programs, steps
 from lstm_research.training.batches import (length_groups, pad_time_at_least, pad_time_to,
                                              padded_length)
 from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
@@ -148,10 +148,13 @@ class Trainer:
             # fold_in and jnp scalars cost more host time than a batch-1 update computes
             # (measured in experiments/sweep_throughput.py), and trials differing only in those
             # hyperparameters share the compiled program
+            # compiled per argument types, and stored for the next process (training.programs)
             jitted = (apply, train_fn, eval_fn,
-                      jax.jit(steps.keyed_by_step(train_fn), donate_argnums=(0, 1)),
-                      jax.jit(eval_fn),
-                      jax.jit(steps.chunked(train_fn), donate_argnums=(0, 1))
+                      programs.Program("train_step", key, steps.keyed_by_step(train_fn),
+                                       donate_argnums=(0, 1)),
+                      programs.Program("eval_step", key, eval_fn),
+                      programs.Program("train_steps", key, steps.chunked(train_fn),
+                                       donate_argnums=(0, 1))
                       if self.steps_per_call > 1 else None)
             if len(_STEPS) >= STEPS_KEPT:
                 _STEPS.pop(next(iter(_STEPS)))

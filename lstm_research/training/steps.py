@@ -18,7 +18,7 @@ import optax
 from lstm_research import models, prng, tasks, visited
 from lstm_research.errors import UserError
 from lstm_research.models import width
-from lstm_research.training import optim, parallel
+from lstm_research.training import optim, parallel, programs
 from lstm_research.training.batches import pad_time, time_keys
 
 
@@ -212,7 +212,7 @@ def _init_program(config, init, args):
         # one compiled program: run eagerly, init compiled dozens of small per-shape programs
         # (about 3 s for every new width)
         options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        program = jax.jit(init).lower(*args).compile(compiler_options=options)
+        program = programs.compiled("init", repr(key[:4]), init, args, compiler_options=options)
         if len(_INIT_PROGRAMS) >= _INIT_PROGRAMS_KEPT:
             _INIT_PROGRAMS.pop(next(iter(_INIT_PROGRAMS)))
         _INIT_PROGRAMS[key] = program

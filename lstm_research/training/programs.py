@@ -1,0 +1,213 @@
+"""Compiled programs, kept in this process and stored on disk for the next one.
+
+A sweep worker runs trial after trial, and the trials that share a model's shapes share its
+programs (:func:`lstm_research.training.loop._steps_key`). It keeps the most recently used in
+memory (a loaded train-steps executable holds about 10 MB); one it dropped, or one that another
+worker or an earlier process compiled, JAX would trace and lower again to look it up in its
+persistent compilation cache: 0.6-0.7 s of the 0.75 s that such a Greff JSB trial paid for its
+programs (one core, 2026-12-03). Here each executable compiled is also serialized into
+:func:`store_dir` (the persistent cache's directory, ``executables/``), keyed by what it is
+traced from, its arguments' types and :func:`fingerprint` (this package's source, JAX's version,
+the backend, the CPU, XLA's flags), and a process that needs it again loads it without tracing
+(0.1 s for the 0.8 MB of a width-80 train-steps program, 0.03 s for its evaluation step). The
+executable is the one compiled, so its results are the same bits.
+
+Without a persistent cache directory (a plain ``run.py``), or for a job of several devices or
+processes, nothing is stored: programs are compiled as ``jax.jit`` would compile them.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import platform
+import re
+import time
+import zlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import serialize_executable
+
+__all__ = ["Program", "compiled", "fingerprint", "single_device", "store_dir"]
+
+#: store files end with this (each one ``(executable bytes, in_tree, out_tree)``, pickled and
+#: compressed: a width-80 Greff train-steps program 0.8 MB, 0.17 MB compressed in 6 ms)
+SUFFIX = ".exe"
+#: counts of this process's executables by where they came from ("compiled", "loaded"); tests
+#: and benchmarks read them
+COUNTS = {"compiled": 0, "loaded": 0}
+
+
+def store_dir() -> Path | None:
+    """Where executables are stored: ``executables/`` in JAX's persistent compilation cache
+    directory (``JAX_COMPILATION_CACHE_DIR``; a sweep's workers share ``SWEEP/.jax_cache``), or
+    None when there is none."""
+    cache = jax.config.jax_compilation_cache_dir
+    return Path(cache) / "executables" if cache else None
+
+
+@functools.cache
+def fingerprint() -> str:
+    """What, besides a program's own key, decides the executable compiled from it: the source of
+    this package (a changed line changes what is traced), JAX's and jaxlib's versions and flags
+    (but the caches' own), the backend and its devices, XLA's flags, and the CPU (its features
+    decide the code XLA:CPU emits)."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    flags = sorted((k, repr(v)) for k, v in jax.config.values.items() if "cache" not in k)
+    devices = [(d.platform, d.device_kind) for d in jax.devices()]
+    h.update(repr((jax.__version__, jax.lib.__version__, flags, devices,
+                   os.environ.get("XLA_FLAGS", ""), platform.machine(), _cpu_flags())).encode())
+    return h.hexdigest()
+
+
+def _cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((line for line in text.splitlines() if line.startswith("flags")), "")
+
+
+def _leaf_type(x):
+    sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+    return jax.typeof(x), sharding
+
+
+def signature(args) -> tuple:
+    """What a compiled executable needs of its arguments: their tree and each leaf's type (shape,
+    dtype, weak type) and, for JAX arrays, sharding."""
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple(_leaf_type(x) for x in leaves)
+
+
+def single_device() -> bool:
+    """Whether this process is the whole job on one device, where programs are stored (across
+    devices or processes a jitted step also places host arguments on the mesh, which an
+    executable called directly does not)."""
+    return jax.process_count() == 1 and jax.device_count() == 1
+
+
+def _store_path(name: str, traced_from: str, sig, options) -> Path | None:
+    root = store_dir()
+    if root is None or not single_device():
+        return None
+    text = repr((fingerprint(), name, traced_from, str(sig[0]), [repr(t) for t in sig[1]],
+                 sorted((options or {}).items())))
+    return root / (hashlib.sha256(text.encode()).hexdigest() + SUFFIX)
+
+
+def _count_hits(event, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS[0] += 1
+
+
+_HITS = [0]  # JAX persistent-cache hits in this process
+jax.monitoring.register_event_listener(_count_hits)
+
+
+@functools.cache
+def _ready_to_load() -> None:
+    """Make this process ready to run loaded executables: XLA:CPU's LAPACK calls (a QR in the
+    orthogonal init) go through function pointers that jaxlib fills in when it first lowers one;
+    an executable loaded before that crashed the process (SIGSEGV; jaxlib 0.10.2)."""
+    if jax.default_backend() == "cpu":
+        jax.jit(jnp.linalg.qr).lower(jax.ShapeDtypeStruct((2, 2), jnp.float32))
+
+
+def _storable(lowered) -> bool:
+    """Whether an executable of ``lowered`` may be stored: its custom calls are all LAPACK's
+    (which :func:`_ready_to_load` readies). Others (host callbacks, other libraries' kernels)
+    may hold this process's pointers."""
+    targets = re.findall(r"custom_call @(\w+)", lowered.as_text())
+    return all(t.startswith("lapack_") for t in targets)
+
+
+def _named(fn, name: str):
+    def program(*args):
+        return fn(*args)
+    program.__name__ = program.__qualname__ = name
+    return program
+
+
+def _compile(fn, name: str, args, donate_argnums, options):
+    """``(executable, lowered, cached)``: ``fn`` lowered and compiled for ``args`` as the program
+    ``name``; ``cached`` when JAX's persistent cache served it."""
+    hits = _HITS[0]
+    lowered = jax.jit(_named(fn, name), donate_argnums=donate_argnums).lower(*args)
+    return lowered.compile(compiler_options=options), lowered, _HITS[0] != hits
+
+
+def compiled(name: str, traced_from: str, fn, args, *, donate_argnums=(), compiler_options=None):
+    """``jax.jit(fn, donate_argnums=donate_argnums)`` compiled for ``args``: loaded from the
+    store when it holds the executable of ``(name, traced_from)`` -- which must name everything
+    that ``fn`` is traced from, besides this package's source -- for these arguments' types, else
+    compiled and stored.
+
+    A stored program is compiled under its own name (``name`` and its store key), so that JAX's
+    persistent cache serves no other program's executable for it: an executable that XLA loaded
+    from bytes cannot be serialized again (its kernels are missing from the bytes; jaxlib
+    0.10.2). Where JAX's cache served it all the same (the store file was deleted, or could not
+    be read: a disk filled up while it was written; files are renamed into place whole), it is
+    compiled once more under a name of this process's and stored."""
+    path = _store_path(name, traced_from, signature(args), compiler_options)
+    if path is None:
+        COUNTS["compiled"] += 1
+        return _compile(fn, name, args, donate_argnums, compiler_options)[0]
+    if path.exists():
+        try:
+            _ready_to_load()
+            executable, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
+            program = serialize_executable.deserialize_and_load(executable, in_tree, out_tree)
+        except Exception:  # noqa: BLE001 - any unreadable file is compiled again
+            pass
+        else:
+            COUNTS["loaded"] += 1
+            return program
+    own = f"{name}_{path.stem[:16]}"
+    program, lowered, cached = _compile(fn, own, args, donate_argnums, compiler_options)
+    COUNTS["compiled"] += 1
+    if not _storable(lowered):
+        return program
+    if cached:
+        program = _compile(fn, f"{own}_{os.getpid()}_{time.time_ns()}", args, donate_argnums,
+                           compiler_options)[0]
+    try:
+        blob = zlib.compress(pickle.dumps(serialize_executable.serialize(program)), 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    except (OSError, ValueError):  # a full disk or an unserializable program: not stored
+        pass
+    return program
+
+
+class Program:
+    """``fn`` called through one executable per argument signature (:func:`signature`), each
+    from :func:`compiled`: what ``jax.jit(fn, donate_argnums=donate_argnums)`` computes, but a
+    process loads from the store what an earlier one compiled. ``traced_from`` must name
+    everything ``fn`` is traced from (see :func:`compiled`)."""
+
+    def __init__(self, name: str, traced_from: str, fn, donate_argnums=()):
+        self.name, self.traced_from, self.fn = name, traced_from, fn
+        self.donate_argnums = donate_argnums
+        self.executables: dict = {}
+        # several devices or processes: the jitted function itself, nothing stored
+        self.jitted = None if single_device() else jax.jit(fn, donate_argnums=donate_argnums)
+
+    def __call__(self, *args):
+        if self.jitted is not None:
+            return self.jitted(*args)
+        sig = signature(args)
+        executable = self.executables.get(sig)
+        if executable is None:
+            executable = self.executables[sig] = compiled(
+                self.name, self.traced_from, self.fn, args, donate_argnums=self.donate_argnums)
+        return executable(*args)
