@@ -135,8 +135,8 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     fixed cost per trial (``sets``: config overrides ``key=value`` of these timing trials, e.g.
     ``model.cell=fgr``); a new width's compile seconds by program (:func:`compile_seconds`)."""
     global COMPILES
-    # as in a worker: JAX's persistent compilation cache (a trial of a width seen before reuses
-    # the jitted steps in memory, training.loop._steps_key; its init program comes from the cache)
+    # as in a worker: JAX's persistent compilation cache and the program store in it (a trial of
+    # a width seen before reuses the jitted steps in memory, training.loop._steps_key)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "workers" / ".jax_cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
@@ -160,7 +160,8 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         # above compiled (its init is its own)
         tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         # the width again once this process has dropped its programs (as a worker does for
-        # programs it has not used lately): traced again, loaded from the persistent cache
+        # programs it has not used lately): loaded from the program store (training.programs;
+        # before 2026-12-03 traced again and loaded from JAX's persistent cache)
         loop.forget_programs()
         tc = time_trial(run.main, root / f"cached{w}", w, 1, draw=1, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
@@ -365,7 +366,7 @@ def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1, workers: i
     plus its epochs (times interpolated log-log between the measured widths). Where the trial's
     worker (trials dealt in turn; replaced after its ``WorkerOptions.max_trials`` trials) no longer holds the programs
     (the most recently used ``training.loop.STEPS_KEPT``), it pays what a width seen before
-    costs from the persistent cache instead of from memory (``fixed_cost_cached_programs_s``;
+    costs from the program store instead of from memory (``fixed_cost_cached_programs_s``;
     runs before 2026-12-02 20:00 did not measure it and assumed memory)."""
     from collections import OrderedDict
 

@@ -4,8 +4,9 @@ It runs trial after trial in this one process, each through the entry script's `
 (run.py's: config loading, overrides, validation, ``train_and_evaluate``), so a trial writes the
 same files and returns the same exit status as ``python run.py ...`` would. What stays loaded
 between trials: the imports, the data sets (cached per data dir by the tasks), and JAX's
-compiled programs (in memory, and in the persistent compilation cache named by
-``JAX_COMPILATION_CACHE_DIR``, shared by all workers and sweep reruns).
+compiled programs (in memory, and stored as executables in the persistent compilation cache
+named by ``JAX_COMPILATION_CACHE_DIR``, shared by all workers and sweep reruns:
+:mod:`lstm_research.training.programs`).
 
 Protocol (one JSON object per line): the launcher writes jobs ``{"argv": [entry, --config=...,
 ..., --workdir=DIR], "log": PATH}`` to stdin; for each the worker appends the trial's stdout and

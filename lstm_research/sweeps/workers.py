@@ -5,7 +5,8 @@ first trial and kept for the next ones; it is replaced after ``max_trials`` tria
 ``max_rss_gb`` of resident memory, after a trial stopped by SIGTERM, or when it died. With at
 most as many workers as CPUs, worker ``k`` is pinned to the k-th CPU of this process's affinity
 (results do not depend on it: tests/test_determinism.py). All workers share JAX's persistent
-compilation cache (``cache_dir``), which also serves reruns of the sweep.
+compilation cache (``cache_dir``) and the executables stored in it
+(:mod:`lstm_research.training.programs`), which also serve reruns of the sweep.
 
 The launcher has the interface of :class:`~lstm_research.sweeps.local.LocalLauncher`, plus
 ``lost(handle)``: True when the trial's worker died under it (killed, out of memory) rather than

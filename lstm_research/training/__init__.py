@@ -5,8 +5,9 @@ One-way layout, lowest first:
 * :mod:`.config` (defaults), :mod:`.optim`, :mod:`.parallel` (mesh, sharding, global batch);
 * run pieces shared by both trainers: :mod:`.workdir` (run directory checks),
   :mod:`.batches` (time padding), :mod:`.results` (eval sums, ``result.json``, summary line),
-  :mod:`.steps` (task at the global batch, model forward pass, train/eval steps, init state),
-  and :mod:`.checkpoint`, :mod:`.reporting`;
+  :mod:`.programs` (compiled programs, stored for the next process), :mod:`.steps` (task at the
+  global batch, model forward pass, train/eval steps, init state), and :mod:`.checkpoint`,
+  :mod:`.reporting`;
 * :mod:`.loop` (``Trainer``, ``train_and_evaluate``: one run) and :mod:`.pack`
   (``PackTrainer``: K trials in one vmapped program, ``experiments/sweep.py --pack K``).
 """

@@ -58,8 +58,9 @@ _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (
 #: and their widths, so its trials find their programs in memory only with enough kept (a
 #: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers: 0 hits
 #: at 8 kept first in first out, 321 at 32 most recently used with workers replaced after 100
-#: trials, 723 at 64 with 300; a miss traces and loads from the persistent compilation cache,
-#: about 1 s. Memory: each program compiled or loaded adds 10-20 MB of resident memory, FGR's
+#: trials, 723 at 64 with 300). A miss loads the executables from the program store
+#: (training.programs; a trial then costs 0.4-0.6 s besides its epochs, 0.8-1.2 s before
+#: 2026-12-03, when a miss traced the steps again for JAX's persistent cache). Memory: each program compiled or loaded adds 10-20 MB of resident memory, FGR's
 #: 60-90 MB, kept or not (freed, it stays mapped until the worker trims its heap:
 #: sweeps.worker.release_free_memory); measured 2026-12-03)
 STEPS_KEPT = 64
@@ -73,9 +74,9 @@ _LOOP_ONLY = ("steps", "epochs", "schedule", "decay_after_epochs", "decay_factor
 
 
 def forget_programs() -> None:
-    """Drop this process's jitted steps and init programs: a later run traces them again and
-    loads them from JAX's persistent compilation cache where it has them (as a sweep worker does
-    for the programs it no longer keeps)."""
+    """Drop this process's jitted steps and init programs: a later run loads them from the
+    program store (:mod:`lstm_research.training.programs`) where it has them, as a sweep worker
+    does for the programs it no longer keeps."""
     _STEPS.clear()
     steps.forget_programs()
 
