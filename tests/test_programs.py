@@ -138,3 +138,25 @@ def test_a_new_process_runs_the_programs_an_earlier_process_stored(tmp_path):
     assert {**a, "wall_time": 0} == {**b, "wall_time": 0}
     assert ((tmp_path / "first" / "metrics.jsonl").read_text()
             == (tmp_path / "second" / "metrics.jsonl").read_text())
+
+
+def test_a_sweeps_trials_in_processes_of_their_own_share_its_stored_programs(tmp_path):
+    # experiments/sweep.py without --workers: one process per trial; the second trial (another
+    # seed: the same programs) loads what the first stored, so it rewrites no store file
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    sweep = tmp_path / "sw"
+    cmd = [sys.executable, str(REPO / "experiments" / "sweep.py"), "--config=configs/adding.py",
+           f"--sweep_dir={sweep}", "--no_progress", "--no_plots", "--grid", "seed=0,1"]
+    for f in ("task.T=12", "task.batch_size=16", "task.eval_size=64", "model.hidden_size=8",
+              "train.steps=20", "train.eval_every=10"):
+        cmd += ["--set", f]
+    out = subprocess.run(cmd, cwd=REPO, env={**env, "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    stored = list((sweep / ".jax_cache" / "executables").glob("*" + programs.SUFFIX))
+    assert len(stored) == 3  # init, train step, evaluation step
+    first, second = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    started = (second / "config.json").stat().st_mtime_ns  # written before it compiles anything
+    assert max(p.stat().st_mtime_ns for p in stored) < started
+    a, b = (json.loads((d / "result.json").read_text()) for d in (first, second))
+    assert a["status"] == b["status"] == "done" and a["test"] != b["test"]  # two seeds

@@ -357,6 +357,11 @@ def run_sweep(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if executor == "local" and int(parallel) > 1:
         full_env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if executor == "local" and workers is None:
+        # trials in processes of their own share the sweep's compilation cache and the programs
+        # stored in it (training.programs), as workers do: a trial whose programs an earlier one
+        # compiled loads them instead of compiling. Not on a cluster, whose nodes' CPUs may differ.
+        full_env.setdefault("JAX_COMPILATION_CACHE_DIR", str(sweep_dir / ".jax_cache"))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
         trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite)
