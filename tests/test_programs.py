@@ -160,3 +160,14 @@ def test_a_sweeps_trials_in_processes_of_their_own_share_its_stored_programs(tmp
     assert max(p.stat().st_mtime_ns for p in stored) < started
     a, b = (json.loads((d / "result.json").read_text()) for d in (first, second))
     assert a["status"] == b["status"] == "done" and a["test"] != b["test"]  # two seeds
+
+
+def test_a_changed_jax_flag_changes_the_fingerprint():
+    before = programs.fingerprint()
+    old = jax.config.jax_default_matmul_precision
+    try:
+        jax.config.update("jax_default_matmul_precision", "highest")
+        assert programs.fingerprint() != before
+    finally:
+        jax.config.update("jax_default_matmul_precision", old)
+    assert programs.fingerprint() == before

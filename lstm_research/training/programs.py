@@ -4,8 +4,8 @@ A sweep worker runs trial after trial, and the trials that share a model's shape
 programs (:func:`lstm_research.training.loop._steps_key`). It keeps the most recently used in
 memory (a loaded train-steps executable holds about 10 MB); one it dropped, or one that another
 worker or an earlier process compiled, JAX would trace and lower again to look it up in its
-persistent compilation cache: 0.6-0.7 s of the 0.75 s that such a Greff JSB trial paid for its
-programs (one core, 2026-12-03). Here each executable compiled is also serialized into
+persistent compilation cache: such a Greff JSB trial cost 0.9-2.2 s besides its epochs, 0.4-0.6
+s with the store (one core, 2026-12-03; ``experiments/results/SWEEP_THROUGHPUT.md``). Here each executable compiled is also serialized into
 :func:`store_dir` (the persistent cache's directory, ``executables/``), keyed by what it is
 traced from, its arguments' types and :func:`fingerprint` (this package's source, JAX's version,
 the backend, the CPU, XLA's flags), and a process that needs it again loads it without tracing
@@ -49,24 +49,29 @@ def store_dir() -> Path | None:
     return Path(cache) / "executables" if cache else None
 
 
-@functools.cache
 def fingerprint() -> str:
     """What, besides a program's own key, decides the executable compiled from it: the source of
     this package (a changed line changes what is traced), JAX's and jaxlib's versions and flags
-    (but the caches' own), the backend and its devices, XLA's flags, and the CPU (its features
-    decide the code XLA:CPU emits)."""
+    (but the caches' own; read at each call, so a flag changed in between counts), the backend
+    and its devices, XLA's flags, and the CPU (its features decide the code XLA:CPU emits)."""
+    flags = sorted((k, repr(v)) for k, v in jax.config.values.items() if "cache" not in k)
+    devices = [(d.platform, d.device_kind) for d in jax.devices()]
+    text = repr((_source_digest(), jax.__version__, jax.lib.__version__, flags, devices,
+                 os.environ.get("XLA_FLAGS", ""), platform.machine(), _cpu_flags()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
     h = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
     for path in sorted(package.rglob("*.py")):
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
-    flags = sorted((k, repr(v)) for k, v in jax.config.values.items() if "cache" not in k)
-    devices = [(d.platform, d.device_kind) for d in jax.devices()]
-    h.update(repr((jax.__version__, jax.lib.__version__, flags, devices,
-                   os.environ.get("XLA_FLAGS", ""), platform.machine(), _cpu_flags())).encode())
     return h.hexdigest()
 
 
+@functools.cache
 def _cpu_flags() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
