@@ -59,10 +59,11 @@ _STEPS: dict = {}  # this process's jitted steps, by what they are traced from (
 #: simulation of the study's 1800 trials, widths padded to multiples of 8, in 2 workers: 0 hits
 #: at 8 kept first in first out, 321 at 32 most recently used with workers replaced after 100
 #: trials, 723 at 64 with 300). A miss loads the executables from the program store
-#: (training.programs; a trial then costs 0.4-0.6 s besides its epochs, 0.8-1.2 s before
-#: 2026-12-03, when a miss traced the steps again for JAX's persistent cache). Memory: each program compiled or loaded adds 10-20 MB of resident memory, FGR's
-#: 60-90 MB, kept or not (freed, it stays mapped until the worker trims its heap:
-#: sweeps.worker.release_free_memory); measured 2026-12-03)
+#: (training.programs; such a trial costs 0.4-0.6 s besides its epochs, 0.9-2.2 s before
+#: 2026-12-03, when a miss traced the steps again for JAX's persistent cache). Memory: each
+#: program compiled or loaded adds 10-20 MB of resident memory, FGR's 60-90 MB, kept or not
+#: (freed, it stays mapped until the worker trims its heap: sweeps.worker.release_free_memory;
+#: measured 2026-12-03)
 STEPS_KEPT = 64
 
 

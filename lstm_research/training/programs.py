@@ -1,16 +1,17 @@
 """Compiled programs, kept in this process and stored on disk for the next one.
 
 A sweep worker runs trial after trial, and the trials that share a model's shapes share its
-programs (:func:`lstm_research.training.loop._steps_key`). It keeps the most recently used in
-memory (a loaded train-steps executable holds about 10 MB); one it dropped, or one that another
-worker or an earlier process compiled, JAX would trace and lower again to look it up in its
-persistent compilation cache: such a Greff JSB trial cost 0.9-2.2 s besides its epochs, 0.4-0.6
-s with the store (one core, 2026-12-03; ``experiments/results/SWEEP_THROUGHPUT.md``). Here each executable compiled is also serialized into
-:func:`store_dir` (the persistent cache's directory, ``executables/``), keyed by what it is
-traced from, its arguments' types and :func:`fingerprint` (this package's source, JAX's version,
-the backend, the CPU, XLA's flags), and a process that needs it again loads it without tracing
-(0.1 s for the 0.8 MB of a width-80 train-steps program, 0.03 s for its evaluation step). The
-executable is the one compiled, so its results are the same bits.
+programs (``training.loop._steps_key``). It keeps the most recently used in memory (a loaded
+train-steps executable holds about 10 MB); one it dropped, or one that another worker or an
+earlier process compiled, JAX would trace and lower again to look it up in its persistent
+compilation cache. Here each executable compiled is also serialized into :func:`store_dir` (the
+persistent cache's directory, ``executables/``), keyed by what it is traced from, its arguments'
+types and :func:`fingerprint` (this package's source, JAX's version, the backend, the CPU, XLA's
+flags), and a process that needs it again loads it without tracing (0.1 s for the 0.8 MB of a
+width-80 train-steps program, 0.03 s for its evaluation step): such a Greff JSB trial costs
+0.4-0.6 s besides its epochs instead of 0.9-2.2 s (one core, 2026-12-03;
+``experiments/results/SWEEP_THROUGHPUT.md``). The executable is the one compiled, so its results
+are the same bits.
 
 Without a persistent cache directory (a plain ``run.py``), or for a job of several devices or
 processes, nothing is stored: programs are compiled as ``jax.jit`` would compile them.
