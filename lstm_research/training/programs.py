@@ -100,12 +100,12 @@ def single_device() -> bool:
     return jax.process_count() == 1 and jax.device_count() == 1
 
 
-def _store_path(name: str, traced_from: str, sig, options) -> Path | None:
+def _store_path(name: str, traced_from: str, sig, donate_argnums, options) -> Path | None:
     root = store_dir()
     if root is None or not single_device():
         return None
     text = repr((fingerprint(), name, traced_from, str(sig[0]), [repr(t) for t in sig[1]],
-                 sorted((options or {}).items())))
+                 tuple(donate_argnums), sorted((options or {}).items())))
     return root / (hashlib.sha256(text.encode()).hexdigest() + SUFFIX)
 
 
@@ -153,8 +153,8 @@ def _compile(fn, name: str, args, donate_argnums, options):
 def compiled(name: str, traced_from: str, fn, args, *, donate_argnums=(), compiler_options=None):
     """``jax.jit(fn, donate_argnums=donate_argnums)`` compiled for ``args``: loaded from the
     store when it holds the executable of ``(name, traced_from)`` -- which must name everything
-    that ``fn`` is traced from, besides this package's source -- for these arguments' types, else
-    compiled and stored.
+    that ``fn`` is traced from, besides this package's source -- for these arguments' types and
+    donated arguments, else compiled and stored.
 
     A stored program is compiled under its own name (``name`` and its store key), so that JAX's
     persistent cache serves no other program's executable for it: an executable that XLA loaded
@@ -162,7 +162,7 @@ def compiled(name: str, traced_from: str, fn, args, *, donate_argnums=(), compil
     0.10.2). Where JAX's cache served it all the same (the store file was deleted, or could not
     be read: a disk filled up while it was written; files are renamed into place whole), it is
     compiled once more under a name of this process's and stored."""
-    path = _store_path(name, traced_from, signature(args), compiler_options)
+    path = _store_path(name, traced_from, signature(args), donate_argnums, compiler_options)
     if path is None:
         COUNTS["compiled"] += 1
         return _compile(fn, name, args, donate_argnums, compiler_options)[0]
