@@ -105,10 +105,14 @@ def uniform(key, shape, dtype=None, minval=0.0, maxval=1.0, within=None):
     within = shape if within is None else tuple(within)
     if not _fast(key, dtype, within):
         return _corner(lambda s: jax.random.uniform(key, s, dtype, minval, maxval), shape, within)
+    return _uniform_of(_bits(key, shape, within), minval, maxval)
+
+
+def _uniform_of(bits, minval, maxval):
+    """``jax.random.uniform``'s floats in [minval, maxval) from the draw's bits."""
     lo, hi = jnp.asarray(minval, jnp.float32), jnp.asarray(maxval, jnp.float32)
     # 23 random mantissa bits under the exponent of 1.0: a float in [1, 2), minus 1
     one = _U32(np.float32(1.0).view(np.uint32))
-    bits = _bits(key, shape, within)
     floats = lax.bitcast_convert_type((bits >> _U32(9)) | one, jnp.float32) - 1.0
     return lax.max(lo, floats * (hi - lo) + lo)
 
@@ -124,6 +128,56 @@ def normal(key, shape, dtype=None, within=None):
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
     u = uniform(key, shape, jnp.float32, lo, 1.0, within=within)
     return np.float32(np.sqrt(2)) * lax.erf_inv(u)
+
+
+# --- draws of a shape known when the program runs -------------------------------------------
+# ``used`` gives sizes that may be traced (at most ``shape``'s): the draw of shape ``used`` laid
+# out in the leading corner of an array of the static ``shape``, with the bits of
+# ``jax.random`` at shape ``used`` (element n hashes counter n). One compiled program then draws
+# for every ``used`` (models.width: one init program for all the widths of a bucket). The
+# elements outside the corner hold other draws' values: the caller zeros them, after the
+# program or through a matmul -- a select in the draw's fusion made XLA:CPU round the floats
+# otherwise (1 ulp from ``jax.random``'s, jaxlib 0.10.2, the init program's compile options).
+
+def counter_based(key) -> bool:
+    """Whether the draws below can serve ``key`` (threefry2x32, partitionable, float32)."""
+    return _fast(key)
+
+
+def _bits_in(key, shape, used):
+    """The bits of a draw of shape ``used`` at its elements' places in ``shape``."""
+    if not _fast(key):
+        raise ValueError("draws of a traced shape need a threefry2x32 key with "
+                         "jax_threefry_partitionable (JAX's default)")
+    counter, stride = jnp.zeros(shape, jnp.uint32), _U32(1)
+    for d in reversed(range(len(shape))):
+        counter = counter + lax.broadcasted_iota(jnp.uint32, shape, d) * stride
+        stride = stride * jnp.asarray(used[d]).astype(jnp.uint32)
+    y1, y2 = _hash(key, counter)
+    return y1 ^ y2
+
+
+def uniform_in(key, shape, used, minval=0.0, maxval=1.0):
+    """``jax.random.uniform(key, used, float32, minval, maxval)`` in the corner of ``shape``."""
+    return _uniform_of(_bits_in(key, tuple(shape), used), minval, maxval)
+
+
+def normal_in(key, shape, used):
+    """``jax.random.normal(key, used, float32)`` in the corner of ``shape``."""
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    return np.float32(np.sqrt(2)) * lax.erf_inv(uniform_in(key, shape, used, lo, 1.0))
+
+
+def truncated_normal_in(key, lower, upper, shape, used):
+    """``jax.random.truncated_normal(key, lower, upper, used, float32)`` in the corner of
+    ``shape`` (as JAX computes it: the normal's quantiles of a uniform draw, clipped)."""
+    sqrt2 = np.array(np.sqrt(2), np.float32)
+    lower = lax.convert_element_type(lower, jnp.float32)
+    upper = lax.convert_element_type(upper, jnp.float32)
+    a, b = lax.erf(lower / sqrt2), lax.erf(upper / sqrt2)
+    return jnp.clip(sqrt2 * lax.erf_inv(uniform_in(key, shape, used, a, b)),
+                    lax.nextafter(lower, np.array(np.inf, np.float32)),
+                    lax.nextafter(upper, np.array(-np.inf, np.float32)))
 
 
 @functools.partial(jax.jit, static_argnames=("shape",))

@@ -60,6 +60,30 @@ def test_a_corner_of_a_larger_draw(shape, within):
               jax.random.normal(KEYS[1], within, jnp.bfloat16)[corner])
 
 
+def test_draws_of_a_traced_shape_in_one_program():
+    """``used`` traced: one compiled program draws, in the corner of its static shape, the bits
+    ``jax.random`` draws at each shape ``used`` (uniform with traced bounds, normal, truncated
+    normal), also vmapped over keys as the cells' gate blocks draw."""
+    shape = (6, 3, 9)
+
+    @jax.jit
+    def draws(key, used, lo, hi):
+        return (prng.uniform_in(key, shape, used, lo, hi), prng.normal_in(key, shape, used),
+                prng.truncated_normal_in(key, -2, 2, shape, used),
+                jax.vmap(lambda k: prng.uniform_in(k, shape, used))(jax.random.split(key, 3)))
+
+    for used in [(6, 3, 9), (1, 3, 5), (4, 3, 1), (5, 2, 8)]:
+        corner = tuple(slice(0, n) for n in used)
+        for key in KEYS:
+            u, n, t, v = draws(key, np.array(used, np.int32), np.float32(-0.3), np.float32(0.7))
+            same_bits(u[corner], jax.random.uniform(key, used, minval=-0.3, maxval=0.7))
+            same_bits(n[corner], jax.random.normal(key, used))
+            same_bits(t[corner], jax.random.truncated_normal(key, -2, 2, used))
+            for j, k in enumerate(jax.random.split(key, 3)):
+                same_bits(v[j][corner], jax.random.uniform(k, used))
+    assert draws._cache_size() == 1
+
+
 def test_under_vmap_and_with_an_array_of_probabilities():
     keys = jnp.stack(KEYS)
     same_bits(jax.vmap(lambda k: prng.normal(prng.fold_in(k, 5), (4, 9)))(keys),

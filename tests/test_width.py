@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from lstm_research.errors import UserError
+from lstm_research.models import width
 from lstm_research.models.width import embed, padded_width
-from lstm_research.training import loop
+from lstm_research.training import loop, steps
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import Trainer
 from lstm_research.training.pack import PackTrainer
@@ -107,6 +108,68 @@ def test_a_pack_of_padded_trials_equals_each_trial_alone(tmp_path):
     for c, d, p in zip(configs, dirs, packed):
         own = Trainer(c, d.with_name(d.name + "_alone"), progress=False).run()
         assert_same_run(d, d.with_name(d.name + "_alone"), p, own)
+
+
+def _init_params(c, workdir):
+    t = Trainer(c, workdir, progress=False)
+    return jax.tree.map(np.asarray, steps.init_arrays(c, t.task, t.model, t.tx, t.mesh,
+                                                      t.apply)["params"])
+
+
+@pytest.mark.parametrize("case", [
+    dict(cell="vanilla", widths=(9, 13, 16)),
+    dict(cell="fgr", widths=(11, 14)),
+    dict(cell="cifg:output_activation=identity", widths=(10,)),
+    dict(cell="nig", widths=(12,)),
+    # two layers: the second layer's inputs are the traced width too; the adding task's
+    # sequence-to-one head
+    dict(cell="np", widths=(9, 15), num_layers=2, task="adding"),
+])
+def test_one_init_program_draws_each_width_of_its_bucket_as_the_width_alone(tmp_path, case):
+    """The widths of a bucket are initialized by one program, the width a traced input
+    (models.width.with_init_width): each gets the bits of the model at its own width, embedded
+    with zeros (the per-width program and ``embed``, as before)."""
+    steps.forget_programs()
+    for w in case["widths"]:
+        bucket, own = (config(case.get("task", "reber"), case["cell"], w, m) for m in (8, 1))
+        for c in (bucket, own):
+            c.model.num_layers = case.get("num_layers", 1)
+        t = Trainer(bucket, tmp_path / f"b{w}", progress=False)
+        assert width.shared_init(bucket, t.task) is None
+        big = _init_params(bucket, tmp_path / f"b{w}")
+        small = embed(_init_params(own, tmp_path / f"o{w}"), big, w, 16)
+        for (path, b), s in zip(jax.tree_util.tree_leaves_with_path(big), jax.tree.leaves(small)):
+            np.testing.assert_array_equal(b, s, err_msg=f"width {w}: {jax.tree_util.keystr(path)}")
+    shared = [k for k in steps._INIT_PROGRAMS if k[0] == "bucket"]
+    assert len(shared) == 1, shared  # one program for the bucket's widths
+
+
+def test_above_128_units_the_shared_init_differs_only_by_the_qr_rounding(tmp_path):
+    """Above 128 units LAPACK's blocked QR of the identity-completed draw rounds otherwise than
+    the QR at the width itself (cells.base.orthogonal): the recurrent weights agree to 1e-5,
+    every other array bit for bit."""
+    bucket, own = config(width=137, multiple=8), config(width=137, multiple=1)
+    big = _init_params(bucket, tmp_path / "b")
+    small = embed(_init_params(own, tmp_path / "o"), big, 137, 144)
+    for (path, b), s in zip(jax.tree_util.tree_leaves_with_path(big), jax.tree.leaves(small)):
+        if jax.tree_util.keystr(path).endswith("['w_h']"):
+            np.testing.assert_allclose(b, s, rtol=0, atol=1e-5)
+            assert np.all(b[s == 0] == 0)
+        else:
+            np.testing.assert_array_equal(b, s)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"train.init": "uniform"}, "train.init='uniform'"),
+    ({"model.width_multiple": 1}, "model.width_multiple=1"),
+])
+def test_where_one_init_program_cannot_serve_the_bucket_it_says_why(tmp_path, change, why):
+    c = config()
+    for key, value in change.items():
+        section, field = key.split(".")
+        c[section][field] = value
+    t = Trainer(c, tmp_path, progress=False)
+    assert why in width.shared_init(c, t.task)
 
 
 @pytest.mark.parametrize("change, named", [

@@ -19,11 +19,13 @@ import ast
 import dataclasses
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lstm_research import prng
 from lstm_research.errors import UserError
 
 Params = dict
@@ -132,8 +134,52 @@ def input_size_of(params: Params) -> int | None:
 
 
 # --- initializers shared by the cells ---------------------------------------------------------
-def uniform(key, shape, scale, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -scale, scale)
+# ``used`` (optional): the sizes, per axis of ``shape``, of the array drawn, where one of them is
+# a :class:`Width` (traced): that array is laid out in the leading corner of ``shape`` (of each
+# gate block), with the bits of the draw at those sizes (``prng.uniform_in``); the entries
+# outside it are not zeros (the caller zeros them). ``lstm_research.models.width`` initializes
+# every width of a bucket so, in one program.
+
+class Width(NamedTuple):
+    """A hidden size known when the program runs: ``value`` (a traced int32 scalar), one of the
+    consecutive static ``choices``."""
+    value: Any
+    choices: tuple[int, ...]
+
+
+def _traced(sizes) -> Width | None:
+    widths = [s for s in sizes if isinstance(s, Width)]
+    if any(w.choices != widths[0].choices for w in widths):
+        raise ValueError("sizes of one draw must be one Width")
+    return widths[0] if widths else None
+
+
+def tabulate(f, *sizes):
+    """``f(*sizes)``; where a size is a :class:`Width`, ``f`` at each of its choices (Python
+    floats, as for a static size), as float32 and taken at its value: the bits a static size
+    gives its constant."""
+    w = _traced(sizes)
+    if w is None:
+        return f(*sizes)
+    table = np.asarray([f(*(c if isinstance(s, Width) else s for s in sizes))
+                        for c in w.choices], np.float32)
+    return jnp.asarray(table)[w.value - w.choices[0]]
+
+
+def value(size):
+    """A size's value: the int, or a :class:`Width`'s traced value."""
+    return size.value if isinstance(size, Width) else size
+
+
+def inside(n, used) -> jax.Array:
+    """``[n]``: True on the first ``used`` entries."""
+    return jnp.arange(n) < value(used)
+
+
+def uniform(key, shape, scale, dtype=jnp.float32, used=None):
+    if used is None or _traced(used) is None:
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+    return prng.uniform_in(key, shape, tuple(map(value, used)), -scale, scale).astype(dtype)
 
 
 def blocks(draw, key, n_blocks):
@@ -146,16 +192,31 @@ def blocks(draw, key, n_blocks):
     return jnp.moveaxis(w, 0, -2).reshape(*w.shape[1:-1], n_blocks * w.shape[-1])
 
 
-def glorot(key, fan_in, fan_out, n_blocks=1, dtype=jnp.float32):
+def glorot(key, fan_in, fan_out, n_blocks=1, dtype=jnp.float32, used=None):
     """Glorot-uniform ``[fan_in, n_blocks * fan_out]``, each gate block scaled on its own fan."""
-    scale = math.sqrt(6.0 / (fan_in + fan_out))
-    return blocks(lambda k: uniform(k, (fan_in, fan_out), scale, dtype), key, n_blocks)
+    scale = tabulate(lambda i, o: math.sqrt(6.0 / (i + o)), *(used or (fan_in, fan_out)))
+    return blocks(lambda k: uniform(k, (fan_in, fan_out), scale, dtype, used), key, n_blocks)
 
 
-def orthogonal(key, rows, cols, n_blocks=1, dtype=jnp.float32):
-    """Orthogonal ``[rows, n_blocks * cols]``, one orthogonal matrix per gate block."""
-    init = jax.nn.initializers.orthogonal()
-    return blocks(lambda k: init(k, (rows, cols), dtype), key, n_blocks)
+def orthogonal(key, rows, cols, n_blocks=1, dtype=jnp.float32, used=None):
+    """Orthogonal ``[rows, n_blocks * cols]``, one orthogonal matrix per gate block. With a
+    traced ``used`` (square, ``(w, w)``) each block is the QR of the width's normal draw
+    completed by the identity to ``[rows, rows]`` (``Q = diag(Q_w, I)``): the same bits as at the width up to 128 units; above, LAPACK's blocked QR
+    rounds otherwise unless the width is a multiple of 8 (up to about 2e-6)."""
+    if used is None or _traced(used) is None:
+        init = jax.nn.initializers.orthogonal()
+        return blocks(lambda k: init(k, (rows, cols), dtype), key, n_blocks)
+    if rows != cols or used[0] is not used[1]:
+        raise ValueError(f"an orthogonal init of traced sizes must be square, got {used}")
+
+    def square(k):  # as jax.random.orthogonal computes it
+        # the draw in the corner and the identity around it: D z D + (I - D), D = diag(units
+        # used), as matmuls (exact; a select fused into the draw rounds it otherwise: see prng)
+        d = jnp.diag(inside(rows, used[0]).astype(jnp.float32))
+        z = d @ prng.normal_in(k, (rows, rows), tuple(map(value, used))) @ d
+        q, r = jnp.linalg.qr(z + (jnp.eye(rows, dtype=jnp.float32) - d))
+        return (q * jnp.expand_dims(jnp.sign(jnp.diagonal(r)), -2)).astype(dtype)
+    return blocks(square, key, n_blocks)
 
 
 def split_gates(pre: jax.Array, names: tuple[str, ...]) -> dict[str, jax.Array]:

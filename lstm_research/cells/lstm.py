@@ -121,24 +121,34 @@ class LSTM(base.Cell):
     def output_size(self):
         return self.proj_size or self.hidden_size
 
-    def init(self, key, input_size):
+    def init(self, key, input_size, used=None):
+        """The params; with ``used`` = ``(inputs, units)``, sizes of which the units (and the
+        inputs above the first layer) are a traced :class:`~lstm_research.cells.base.Width`:
+        the params of the cell at those sizes, each gate block in the corner of this cell's,
+        one program for every width (``lstm_research.models.width``, which zeros the rest)."""
         H, P, G = self.hidden_size, self.output_size, len(self.gates)
+        used_x, used_h = used or (input_size, H)
+        if used is not None and (self.proj_size or self.layer_norm):
+            raise ValueError("traced sizes: only LSTMs without projection or layer norm")
         k = jax.random.split(key, 6)
         b = jnp.zeros((G, H))
         for gate, value in (("f", self.forget_bias), ("i", self.input_bias),
                             ("o", self.output_bias)):
             if gate in self.gates:
                 b = b.at[self.gates.index(gate)].set(value)
-        params = {"w_x": base.glorot(k[0], input_size, H, G),
-                  "w_h": base.orthogonal(k[1], P, H, G),
+        params = {"w_x": base.glorot(k[0], input_size, H, G, used=(used_x, used_h)),
+                  "w_h": base.orthogonal(k[1], P, H, G, used=(used_h, used_h)),
                   "b": b.reshape(G * H)}
         if self.peepholes:  # i, f, o from three keys split from k[2], in one vmapped draw
-            drawn = jax.vmap(lambda kk: base.uniform(kk, (H,), 0.1))(jax.random.split(k[2], 3))
+            drawn = jax.vmap(lambda kk: base.uniform(kk, (H,), 0.1, used=(used_h,)))(
+                jax.random.split(k[2], 3))
             for j, gate in enumerate("ifo"):
                 if gate in self.gates:
                     params[f"peephole_{gate}"] = drawn[j]
-        if self.full_gate_recurrence:
-            params["w_gates"] = base.uniform(k[3], (3 * H, 3 * H), 1.0 / H ** 0.5)
+        if self.full_gate_recurrence:  # [3H, 3H] drawn as [3, H, 3, H]: the same bits
+            scale = base.tabulate(lambda h: 1.0 / h ** 0.5, used_h)
+            params["w_gates"] = base.uniform(k[3], (3, H, 3, H), scale,
+                                             used=(3, used_h, 3, used_h)).reshape(3 * H, 3 * H)
         if self.proj_size:
             params["w_proj"] = base.glorot(k[4], H, P)
         if self.layer_norm:

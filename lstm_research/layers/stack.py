@@ -142,12 +142,17 @@ class Stack:
     def stochastic(self):
         return bool(self.dropout or self.input_dropout or self.recurrent_dropout or self.zoneout)
 
-    def init(self, key, input_size):
+    def init(self, key, input_size, used=None):
+        """The params; with ``used`` (a traced :class:`~lstm_research.cells.base.Width`, cells
+        that take it: the LSTM) those of a stack of that width in this one's arrays, zeros
+        elsewhere (``lstm_research.models.width``)."""
         layers = []
         for layer in range(self.num_layers):
             key, *ks = jax.random.split(key, 1 + len(self.directions))
             size = input_size if layer == 0 else self.output_size
-            layers.append({d: self.cell.init(k, size) for d, k in zip(self.directions, ks)})
+            sizes = {} if used is None else {"used": (size if layer == 0 else used, used)}
+            layers.append({d: self.cell.init(k, size, **sizes)
+                           for d, k in zip(self.directions, ks)})
         return {"layers": layers}
 
     def initial_carry(self, batch_size, dtype=jnp.float32):

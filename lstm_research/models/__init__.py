@@ -3,6 +3,8 @@ and a per-step predictor. ``build(config.model, task)`` builds the stack (:mod:`
 picks the head the task needs."""
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,6 +58,7 @@ class SequenceToOne(nn.Module):
     """RNN stack -> the output at each sequence's last real step -> dense."""
     rnn: StackModule
     output_size: int
+    init_width: Any = None  # initialized at this traced width (lstm_research.models.width)
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train=False, rates=None):
@@ -64,18 +67,21 @@ class SequenceToOne(nn.Module):
             last = ys[:, -1]
         else:
             last = jnp.take_along_axis(ys, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        return nn.Dense(self.output_size, name="head")(last.astype(jnp.float32)), carries
+        head = nn.Dense(self.output_size, name="head", kernel_init=width.head_init(self.init_width))
+        return head(last.astype(jnp.float32)), carries
 
 
 class PerStep(nn.Module):
     """RNN stack -> dense at every step (logits for classes or independent labels)."""
     rnn: StackModule
     output_size: int
+    init_width: Any = None  # initialized at this traced width (lstm_research.models.width)
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train=False, rates=None):
         ys, carries = self.rnn(xs, carries, lengths, train, rates)
-        return nn.Dense(self.output_size, name="head")(ys.astype(jnp.float32)), carries
+        head = nn.Dense(self.output_size, name="head", kernel_init=width.head_init(self.init_width))
+        return head(ys.astype(jnp.float32)), carries
 
 
 def build(cfg, task) -> nn.Module:

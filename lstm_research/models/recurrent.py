@@ -58,11 +58,11 @@ def compute_dtype(name: str):
 
 
 def stack_layer(module: nn.Module, stack: Stack, xs, carries, lengths, train: bool, dtype=None,
-                rates=None):
+                rates=None, init_width=None):
     """Run ``stack`` inside the linen ``module``: its params are one param ``"stack"`` in the
     Stack's own layout, dropout draws from the ``"dropout"`` rng stream; ``rates``: see
-    :meth:`Stack.apply`."""
-    params = module.param("stack", lambda key: stack.init(key, xs.shape[-1]))
+    :meth:`Stack.apply`; ``init_width``: see :meth:`Stack.init`."""
+    params = module.param("stack", lambda key: stack.init(key, xs.shape[-1], init_width))
     key = module.make_rng("dropout") if train and stack.stochastic else None
     return stack.apply(params, xs, carries, lengths=lengths, train=train, key=key, dtype=dtype,
                        rates=rates)
@@ -73,7 +73,9 @@ class StackModule(nn.Module):
     train)``. Models name it ``"rnn"``, so its params sit at ``params/rnn/stack``."""
     stack: Stack
     dtype: Any = None
+    init_width: Any = None  # initialized at this traced width (lstm_research.models.width)
 
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train: bool = False, rates=None):
-        return stack_layer(self, self.stack, xs, carries, lengths, train, self.dtype, rates)
+        return stack_layer(self, self.stack, xs, carries, lengths, train, self.dtype, rates,
+                           self.init_width)

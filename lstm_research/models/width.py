@@ -8,7 +8,14 @@ a new width's compile (5-14 s) costs more than many of those trials' training. W
 of ``m`` and the extra units are exactly zero throughout:
 
 * the model is initialized at its own width, with the bits of a run without padding, and
-  embedded into the wider arrays with zeros (:func:`embed`; each gate block padded on its own);
+  embedded into the wider arrays with zeros (:func:`embed`; each gate block padded on its own).
+  Where :func:`shared_init` allows (the LSTM with the sequence-to-one or per-step head and the
+  cells' own init, as the Greff study), one program initializes every width of the bucket, the
+  width a traced input (:func:`with_init_width`): each draw hashes the counters of the width's
+  own draw (``prng.uniform_in``), so a new width of a compiled bucket compiles nothing. The
+  same bits, but for the orthogonal init above 128 units (LAPACK's blocked QR of the
+  identity-completed draw: up to about 2e-6 apart, unless the width is a multiple of 8;
+  :func:`lstm_research.cells.base.orthogonal`);
 * a padded unit's pre-activations are then 0 at every step, so ``c = f * 0 + i * tanh(0) = 0``
   and ``h = o * tanh(0) = 0``; its outgoing weights are 0, so no real unit or output sees it;
 * the gradients of its parameters are multiplied by 0 (the train step's ``grad_mask``,
@@ -27,10 +34,13 @@ from __future__ import annotations
 
 import copy
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lstm_research import cells as cells_lib
+from lstm_research import prng
 from lstm_research.errors import UserError
 
 WIDTH_KEY = "model.hidden_size"
@@ -57,6 +67,47 @@ def unpaddable(model_cfg) -> str | None:
         if model_cfg.get(what):
             return f"model.{what}={model_cfg.get(what)}: its random masks depend on the width"
     return None
+
+
+def shared_init(config, task) -> str | None:
+    """None when every width of ``config``'s bucket is initialized by one program (the width a
+    traced input, :func:`init_at`), else why not (the width's own program then initializes it,
+    embedded with zeros by :func:`embed`)."""
+    if multiple(config.model) == 1:
+        return "model.width_multiple=1"
+    if config.train.init != "default":
+        return f"train.init={config.train.init!r} draws at the arrays' (padded) shapes"
+    if task.head not in ("per_step", "seq2one"):
+        return f"the {task.head!r} head"
+    if not prng.counter_based(jax.random.key(0)):
+        return "the random keys are not counter-based threefry"
+    return unpaddable(config.model)
+
+
+def with_init_width(model, value, model_cfg):
+    """``model`` (built from the padded ``model_cfg``) initializing the params of a model of
+    width ``value`` (traced, one of the bucket's widths) in its own arrays, zeros elsewhere: the
+    draws of that width's init (same bits; the orthogonal init's QR: see
+    :func:`lstm_research.cells.base.orthogonal`)."""
+    Hp, m = padded_width(model_cfg), multiple(model_cfg)
+    w = cells_lib.base.Width(value, tuple(range(Hp - m + 1, Hp + 1)))
+    return model.clone(init_width=w, rnn=model.rnn.clone(init_width=w))
+
+
+def head_init(used=None):
+    """Flax ``Dense``'s kernel init (LeCun normal) for inputs of the traced width ``used``
+    (:class:`lstm_research.cells.base.Width`): its rows past ``used`` zero."""
+    if used is None:
+        return nn.initializers.lecun_normal()
+
+    def init(key, shape, dtype=jnp.float32):  # as jax.nn.initializers.variance_scaling
+        # its stddev, sqrt(1 / fan_in) / 0.8796..., as XLA folds those constants (in float32;
+        # computed in the program, the division became a multiplication: 1 ulp apart)
+        stddev = cells_lib.base.tabulate(lambda fan_in: np.sqrt(np.float32(1.0 / fan_in))
+                                         / np.float32(.87962566103423978), used)
+        draw = prng.truncated_normal_in(key, -2, 2, shape, (used.value, shape[1]))
+        return (draw * stddev).astype(dtype)
+    return init
 
 
 def _with(model_cfg, **values):

@@ -200,19 +200,17 @@ _INIT_PROGRAMS: dict = {}  # compiled init programs of this process, by what dec
 _INIT_PROGRAMS_KEPT = 64
 
 
-def _init_program(config, init, args):
-    """The compiled ``init`` of ``config``'s model for ``args``, compiled once per process for
-    every model, init scheme, task and shape (the trials of a pack, or a worker's trials of one
-    width, differ only in the keys they pass)."""
-    key = (config.model.to_json_best_effort(), config.task.to_json_best_effort(),
-           config.train.init, config.train.init_scale,
-           tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
+def _init_program(what: tuple, init, args):
+    """The compiled ``init`` for ``args``, compiled once per process for ``what`` (the model,
+    task and init scheme it initializes) and the arguments' shapes (the trials of a pack, or a
+    worker's trials of one width or bucket, differ only in the values they pass)."""
+    key = what + (tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)),)
     program = _INIT_PROGRAMS.get(key)
     if program is None:
         # one compiled program: run eagerly, init compiled dozens of small per-shape programs
         # (about 3 s for every new width)
         options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        program = programs.compiled("init", repr(key[:4]), init, args, compiler_options=options)
+        program = programs.compiled("init", repr(what), init, args, compiler_options=options)
         if len(_INIT_PROGRAMS) >= _INIT_PROGRAMS_KEPT:
             _INIT_PROGRAMS.pop(next(iter(_INIT_PROGRAMS)))
         _INIT_PROGRAMS[key] = program
@@ -250,22 +248,38 @@ def _first_batch(task) -> dict:
 def init_arrays(config, task, model, tx, mesh, apply) -> dict:
     """Initial params (seeded by ``config.seed``), optimizer state and zero carries. With
     ``model.width_multiple`` (:mod:`lstm_research.models.width`) the params are those of the
-    model at its own width, embedded with zeros into ``model``'s padded arrays."""
+    model at its own width, embedded with zeros into ``model``'s padded arrays: drawn by one
+    program for every width of the bucket, the width a traced input
+    (:func:`~lstm_research.models.width.with_init_width`), where
+    :func:`~lstm_research.models.width.shared_init` allows, else by the width's own program."""
     key = jax.random.key(config.seed)
     k_init, k_reinit = jax.random.split(key)
     batch = _first_batch(task)
-    own_config = width.unpadded(config)
-    own = model if own_config is config else models.build(own_config.model, task)
-
-    def init(k_init, k_reinit, x, lengths):
-        variables = own.init(k_init, x, None, lengths)
-        return optim.initialize(config.train, variables["params"], k_reinit)
-    args = (k_init, k_reinit, batch["x"], batch.get("lengths"))
-    params = _init_program(own_config, init, args)(*args)
     W, Wp = config.model.hidden_size, width.padded_width(config.model)
-    if Wp != W:
-        big = _params_shapes(config.task, config.model, model, args[2:])
-        params = width.embed(params, big, W, Wp)
+    if width.shared_init(config, task) is None:  # (train.init "default": no k_reinit)
+        def init(k_init, x, lengths, w):
+            return width.with_init_width(model, w, config.model).init(
+                k_init, x, None, lengths)["params"]
+        args = (k_init, batch["x"], batch.get("lengths"), np.int32(W))
+        what = ("bucket", width.padded(config.model).to_json_best_effort(),
+                config.task.to_json_best_effort())
+        params = jax.tree.map(lambda p, m: np.where(m, p, 0).astype(p.dtype),
+                              _init_program(what, init, args)(*args),
+                              grad_mask(config, task, model))
+    else:
+        own_config = width.unpadded(config)
+        own = model if own_config is config else models.build(own_config.model, task)
+
+        def init(k_init, k_reinit, x, lengths):
+            variables = own.init(k_init, x, None, lengths)
+            return optim.initialize(config.train, variables["params"], k_reinit)
+        args = (k_init, k_reinit, batch["x"], batch.get("lengths"))
+        what = (own_config.model.to_json_best_effort(), config.task.to_json_best_effort(),
+                config.train.init, config.train.init_scale)
+        params = _init_program(what, init, args)(*args)
+        if Wp != W:
+            big = _params_shapes(config.task, config.model, model, args[2:])
+            params = width.embed(params, big, W, Wp)
     params = parallel.shard_params(mesh, params)
     opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
     carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
