@@ -157,7 +157,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         # the width below, after these (a new width between them made t1 slower, most likely
         # through per-width caches, and the unpadded epoch estimates at width 20 0.02-0.04 s):
         # another new width, or with model.width_multiple one whose padded programs the width
-        # above compiled (its init is its own)
+        # above compiled (since 2026-12-03 its init program too, models.width.shared_init)
         tb = time_trial(run.main, root / f"bucket{w}", w - 1, 1, sets=sets)
         # the width again once this process has dropped its programs (as a worker does for
         # programs it has not used lately): loaded from the program store (training.programs;
@@ -361,13 +361,14 @@ def worker_s(per_width: dict, trials, epochs: int, multiple: int = 1, workers: i
     """Seconds of work of ``workers`` workers for ``trials`` (cell, width), each run for ``epochs``
     epochs: a trial costs the fixed cost of a new width (compiling its programs) the first time
     its cell and padded width (``model.width_multiple``) come up in the sweep (workers share the
-    compilation cache), the cost of the width below a new one (its own init compiled, the padded
-    programs in memory) the first time its own width does, a seen width's fixed cost after that,
-    plus its epochs (times interpolated log-log between the measured widths). Where the trial's
-    worker (trials dealt in turn; replaced after its ``WorkerOptions.max_trials`` trials) no longer holds the programs
-    (the most recently used ``training.loop.STEPS_KEPT``), it pays what a width seen before
-    costs from the program store instead of from memory (``fixed_cost_cached_programs_s``;
-    runs before 2026-12-02 20:00 did not measure it and assumed memory)."""
+    compilation cache), the cost of the width below a new one (the padded programs in memory;
+    before 2026-12-03 its own init program compiled) the first time its own width does, a seen
+    width's fixed cost after that, plus its epochs (times interpolated log-log between the
+    measured widths). Where the trial's worker (trials dealt in turn; replaced after its
+    ``WorkerOptions.max_trials`` trials) no longer holds the programs (the most recently used
+    ``training.loop.STEPS_KEPT``), it pays what a width seen before costs from the program
+    store instead of from memory (``fixed_cost_cached_programs_s``; runs before 2026-12-02
+    20:00 did not measure it and assumed memory)."""
     from collections import OrderedDict
 
     from lstm_research.sweeps.workers import WorkerOptions

@@ -140,6 +140,11 @@ def test_one_init_program_draws_each_width_of_its_bucket_as_the_width_alone(tmp_
         small = embed(_init_params(own, tmp_path / f"o{w}"), big, w, 16)
         for (path, b), s in zip(jax.tree_util.tree_leaves_with_path(big), jax.tree.leaves(small)):
             np.testing.assert_array_equal(b, s, err_msg=f"width {w}: {jax.tree_util.keystr(path)}")
+        # the gradient mask (from the shapes at 16 and 15 units): ones where embed puts the
+        # width's own params
+        ones = embed(jax.tree.map(np.ones_like, _init_params(own, tmp_path / f"o{w}")), big, w, 16)
+        for m, o in zip(*map(jax.tree.leaves, (steps.grad_mask(bucket, t.task, t.model), ones))):
+            np.testing.assert_array_equal(m, o)
     shared = [k for k in steps._INIT_PROGRAMS if k[0] == "bucket"]
     assert len(shared) == 1, shared  # one program for the bucket's widths
 

@@ -133,6 +133,30 @@ def unpadded(config):
     return out
 
 
+def narrower(model_cfg):
+    """``model_cfg`` without padding at one unit less than its padded width: the axes whose
+    size differs from the padded model's are those that hold units (:func:`units_mask`)."""
+    return _with(model_cfg, hidden_size=padded_width(model_cfg) - 1, width_multiple=1)
+
+
+def units_mask(big, below, W: int, Hp: int):
+    """1 on the params of a width-``W`` model embedded in ``big`` (shapes at width ``Hp``) as
+    :func:`embed` embeds it, 0 on the padded units: along every axis whose size differs in
+    ``below`` (the shapes at width ``Hp - 1``, :func:`narrower`), which holds blocks of ``Hp``
+    units, the first ``W`` of each block."""
+    def one(b, s):
+        mask = np.ones(b.shape, b.dtype)
+        for ax, (nb, ns) in enumerate(zip(b.shape, s.shape)):
+            if nb != ns:
+                if nb != (nb - ns) * Hp:
+                    raise UserError(f"{WIDTH_KEY}: an array of shape {b.shape} does not grow by "
+                                    f"blocks of the width; this model cannot be padded")
+                keep = np.arange(nb) % Hp < W
+                mask = mask * keep.reshape([-1 if a == ax else 1 for a in range(b.ndim)])
+        return mask
+    return jax.tree.map(one, big, below)
+
+
 def embed(small, big, W: int, Hp: int):
     """``small`` (a width-``W`` model's arrays) inside the zeros of ``big``'s shapes (width
     ``Hp``): every axis whose size differs is ``n`` blocks of ``W`` units (gates, directions),
