@@ -201,8 +201,9 @@ def glorot(key, fan_in, fan_out, n_blocks=1, dtype=jnp.float32, used=None):
 def orthogonal(key, rows, cols, n_blocks=1, dtype=jnp.float32, used=None):
     """Orthogonal ``[rows, n_blocks * cols]``, one orthogonal matrix per gate block. With a
     traced ``used`` (square, ``(w, w)``) each block is the QR of the width's normal draw
-    completed by the identity to ``[rows, rows]`` (``Q = diag(Q_w, I)``): the same bits as at the width up to 128 units; above, LAPACK's blocked QR
-    rounds otherwise unless the width is a multiple of 8 (up to about 2e-6)."""
+    completed by the identity to ``[rows, rows]`` (``Q = diag(Q_w, I)``): the same bits as at
+    the width up to 128 units; above, LAPACK's blocked QR rounds otherwise unless the width is
+    a multiple of 8 (up to about 2e-6)."""
     if used is None or _traced(used) is None:
         init = jax.nn.initializers.orthogonal()
         return blocks(lambda k: init(k, (rows, cols), dtype), key, n_blocks)

@@ -144,8 +144,8 @@ class Stack:
 
     def init(self, key, input_size, used=None):
         """The params; with ``used`` (a traced :class:`~lstm_research.cells.base.Width`, cells
-        that take it: the LSTM) those of a stack of that width in this one's arrays, zeros
-        elsewhere (``lstm_research.models.width``)."""
+        that take it: the LSTM) those of a stack of that width in the corners of this one's
+        arrays; the caller zeros the rest (``lstm_research.models.width``)."""
         layers = []
         for layer in range(self.num_layers):
             key, *ks = jax.random.split(key, 1 + len(self.directions))

@@ -67,7 +67,8 @@ class SequenceToOne(nn.Module):
             last = ys[:, -1]
         else:
             last = jnp.take_along_axis(ys, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        head = nn.Dense(self.output_size, name="head", kernel_init=width.head_init(self.init_width))
+        head = nn.Dense(self.output_size, name="head",
+                        kernel_init=width.head_init(self.init_width))
         return head(last.astype(jnp.float32)), carries
 
 
@@ -80,7 +81,8 @@ class PerStep(nn.Module):
     @nn.compact
     def __call__(self, xs, carries=None, lengths=None, train=False, rates=None):
         ys, carries = self.rnn(xs, carries, lengths, train, rates)
-        head = nn.Dense(self.output_size, name="head", kernel_init=width.head_init(self.init_width))
+        head = nn.Dense(self.output_size, name="head",
+                        kernel_init=width.head_init(self.init_width))
         return head(ys.astype(jnp.float32)), carries
 
 

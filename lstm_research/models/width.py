@@ -71,7 +71,7 @@ def unpaddable(model_cfg) -> str | None:
 
 def shared_init(config, task) -> str | None:
     """None when every width of ``config``'s bucket is initialized by one program (the width a
-    traced input, :func:`init_at`), else why not (the width's own program then initializes it,
+    traced input, :func:`with_init_width`), else why not (the width's own program then initializes it,
     embedded with zeros by :func:`embed`)."""
     if multiple(config.model) == 1:
         return "model.width_multiple=1"
@@ -86,9 +86,10 @@ def shared_init(config, task) -> str | None:
 
 def with_init_width(model, value, model_cfg):
     """``model`` (built from the padded ``model_cfg``) initializing the params of a model of
-    width ``value`` (traced, one of the bucket's widths) in its own arrays, zeros elsewhere: the
-    draws of that width's init (same bits; the orthogonal init's QR: see
-    :func:`lstm_research.cells.base.orthogonal`)."""
+    width ``value`` (traced, one of the bucket's widths) in the corner of its own arrays (of each
+    gate block): the draws of that width's init (same bits; the orthogonal init's QR: see
+    :func:`lstm_research.cells.base.orthogonal`). The rest is not zero: the caller zeros it
+    (``training.steps.init_arrays``, with the gradient mask)."""
     Hp, m = padded_width(model_cfg), multiple(model_cfg)
     w = cells_lib.base.Width(value, tuple(range(Hp - m + 1, Hp + 1)))
     return model.clone(init_width=w, rnn=model.rnn.clone(init_width=w))
