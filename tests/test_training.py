@@ -111,6 +111,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(arrays["params"]))
 
 
+def test_result_tests_the_best_checkpoint_not_the_last_step(tmp_path):
+    """The test metrics of ``result.json`` are those of the best checkpoint's parameters (held
+    in memory by the loop, not read back), not of the last step's."""
+    t = Trainer(small_adding(), tmp_path, progress=False)
+    t._is_better = lambda value, best: best is None  # the first evaluation stays the best
+    result = t.run()
+    assert (result["best_step"], result["steps"]) == (10, 30)
+    ckpt = Checkpoints(tmp_path)
+    like = {"params": t.init_state()[0]["params"]}
+    best, meta = ckpt.restore_best(like)
+    last, _ = ckpt.restore_latest(t.init_state()[0])
+    assert meta["step"] == 10
+    assert t.evaluate(best["params"], "test") == result["test"]
+    assert t.evaluate(last["params"], "test") != result["test"]
+
+
 @pytest.mark.parametrize("optimizer", ["nesterov", "rmsprop"])
 def test_momentum_and_input_noise_are_inputs_of_the_compiled_step(tmp_path, optimizer):
     """Trials differing only in lr, momentum or input noise share one compiled train step (the

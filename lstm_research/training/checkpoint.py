@@ -131,6 +131,11 @@ class Checkpoints:
 
     # --- saving ---------------------------------------------------------------------------
     def _save(self, manager, step, arrays, meta):
+        if jax.process_count() == 1:
+            # one copy to the host for the checks, the checksums and orbax, which writes NumPy
+            # leaves with half the work of jax.Array ones; they restore as the jax.Arrays of
+            # ``like``, on its devices and shardings (a multi-process job's arrays are shards)
+            arrays = jax.device_get(arrays)
         if not _all_finite(arrays):
             raise NonFiniteCheckpoint(f"refusing to save non-finite arrays at step {step}")
         sums = array_checksums(arrays)
