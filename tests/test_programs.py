@@ -67,7 +67,7 @@ def test_a_run_loads_what_an_earlier_run_stored_with_the_same_bits(tmp_path, sto
         plain, counts = run(tmp_path / "plain")
     assert counts["loaded"] == 0 and counts["compiled"] >= 3  # init, train steps, evaluation
     first, counts = run(tmp_path / "first")
-    stored = sorted(store.glob("*" + programs.SUFFIX))
+    stored = sorted(store.glob("*/*" + programs.SUFFIX))
     assert counts == {"compiled": len(stored), "loaded": 0} and len(stored) >= 3
     second, counts = run(tmp_path / "second")
     assert counts == {"compiled": 0, "loaded": len(stored)}
@@ -77,13 +77,13 @@ def test_a_run_loads_what_an_earlier_run_stored_with_the_same_bits(tmp_path, sto
     monkeypatch.setattr(programs, "fingerprint", lambda: "another")
     other, counts = run(tmp_path / "other")
     assert counts == {"compiled": len(stored), "loaded": 0}
-    assert len(list(store.glob("*" + programs.SUFFIX))) == 2 * len(stored)
+    assert len(list(store.glob("*/*" + programs.SUFFIX))) == 2 * len(stored)
     assert_same(other, plain)
 
 
 def test_an_unreadable_store_file_is_compiled_again_and_replaced(tmp_path, store):
     first, _ = run(tmp_path / "first")
-    stored = sorted(store.glob("*" + programs.SUFFIX))
+    stored = sorted(store.glob("*/*" + programs.SUFFIX))
     for path in stored:  # e.g. a disk that filled up while it was written
         path.write_bytes(path.read_bytes()[:100])
     again, counts = run(tmp_path / "again")
@@ -130,7 +130,7 @@ def test_a_new_process_runs_the_programs_an_earlier_process_stored(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         outs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    stored = len(list((tmp_path / "cache" / "executables").glob("*" + programs.SUFFIX)))
+    stored = len(list((tmp_path / "cache" / "executables").glob("*/*" + programs.SUFFIX)))
     assert stored >= 3  # init, train step, evaluation step
     assert outs == [{"rc": 0, "compiled": stored, "loaded": 0},
                     {"rc": 0, "compiled": 0, "loaded": stored}]
@@ -153,7 +153,7 @@ def test_a_sweeps_trials_in_processes_of_their_own_share_its_stored_programs(tmp
     out = subprocess.run(cmd, cwd=REPO, env={**env, "JAX_PLATFORMS": "cpu"},
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    stored = list((sweep / ".jax_cache" / "executables").glob("*" + programs.SUFFIX))
+    stored = list((sweep / ".jax_cache" / "executables").glob("*/*" + programs.SUFFIX))
     assert len(stored) == 3  # init, train step, evaluation step
     first, second = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     started = (second / "config.json").stat().st_mtime_ns  # written before it compiles anything
@@ -171,3 +171,47 @@ def test_a_changed_jax_flag_changes_the_fingerprint():
     finally:
         jax.config.update("jax_default_matmul_precision", old)
     assert programs.fingerprint() == before
+
+
+def test_the_store_keeps_the_last_versions_and_deletes_older_ones_with_their_jax_entries(
+        tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    root = cache / "executables"
+    monkeypatch.setattr(programs, "store_dir", lambda: root)
+    programs._use_version.cache_clear()
+    # the layout before versions had folders, with its program's entry in JAX's cache; and files
+    # that are not the store's
+    root.mkdir(parents=True)
+    flat = root / ("0" * 64 + programs.SUFFIX)
+    flat.write_bytes(b"old")
+    (cache / f"jit_f_{'0' * 16}-9f-cache").write_bytes(b"old")
+    (root / "notes").mkdir()
+    (cache / "jit_other-9f-cache").write_bytes(b"keep")
+
+    def use(version, x):
+        monkeypatch.setattr(programs, "fingerprint", lambda: version * 64)
+        before = dict(programs.COUNTS)
+        out = programs.compiled("f", "x + 1", lambda a: a + 1, (np.float32(x),))
+        assert float(out(np.float32(x))) == x + 1
+        return {k: programs.COUNTS[k] - before[k] for k in before}
+
+    stored = {}
+    for i, v in enumerate("abcd"):
+        assert use(v, i) == {"compiled": 1, "loaded": 0}
+        [stored[v]] = (root / (v * 16)).glob("*" + programs.SUFFIX)
+        # its entries in JAX's cache: under its own name, and compiled once more under a fresh one
+        for entry in (f"jit_f_{stored[v].stem[:16]}-9f-cache",
+                      f"jit_f_{stored[v].stem[:16]}_123_456-9f-cache"):
+            (cache / entry).write_bytes(b"x")
+        os.utime(root / (v * 16), (1000 + i, 1000 + i))  # used in the order a, b, c, d
+        assert not flat.exists() and not (cache / f"jit_f_{'0' * 16}-9f-cache").exists()
+    # d's first use deleted a (the least recently used of the three others): its folder and its
+    # two entries in JAX's cache; b, c and d are whole
+    assert sorted(p.name for p in root.iterdir()) == sorted(["notes"] + [v * 16 for v in "bcd"])
+    for v in "abcd":
+        assert len(list(cache.glob(f"jit_f_{stored[v].stem[:16]}*"))) == (0 if v == "a" else 2)
+    assert (cache / "jit_other-9f-cache").read_bytes() == b"keep"
+    assert use("c", 0) == {"compiled": 0, "loaded": 1}
+    assert use("a", 0) == {"compiled": 1, "loaded": 0}  # deleted: compiled and stored again
+    assert stored["a"].exists()
+    programs._use_version.cache_clear()

@@ -98,7 +98,7 @@ def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
     # the worker stored its programs in the sweep's cache (training.programs): the train step,
     # the evaluation step, and the init program of widths 5 and 7 (one per bucket, the width
     # an input: models.width.with_init_width)
-    assert len(list((tmp_path / "sw" / ".jax_cache" / "executables").glob("*.exe"))) == 3
+    assert len(list((tmp_path / "sw" / ".jax_cache" / "executables").glob("*/*.exe"))) == 3
 
 
 def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):

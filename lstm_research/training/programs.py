@@ -11,7 +11,9 @@ flags), and a process that needs it again loads it without tracing (0.1 s for th
 width-80 train-steps program, 0.03 s for its evaluation step): such a Greff JSB trial costs
 0.4-0.6 s besides its epochs instead of 0.9-2.2 s (one core, 2026-12-03;
 ``experiments/results/SWEEP_THROUGHPUT.md``). The executable is the one compiled, so its results
-are the same bits.
+are the same bits. The store keeps the executables of the last :data:`KEEP_VERSIONS` code
+versions used (``executables/<fingerprint[:16]>/``) and deletes older ones, with their entries
+in JAX's cache.
 
 Without a persistent cache directory (a plain ``run.py``), or for a job of several devices or
 processes, nothing is stored: programs are compiled as ``jax.jit`` would compile them.
@@ -24,6 +26,7 @@ import os
 import pickle
 import platform
 import re
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -40,6 +43,11 @@ SUFFIX = ".exe"
 #: counts of this process's executables by where they came from ("compiled", "loaded"); tests
 #: and benchmarks read them
 COUNTS = {"compiled": 0, "loaded": 0}
+#: code versions (fingerprints) a store keeps executables of: this process's and the most
+#: recently used others. Each version has a folder of its own; an edit of this package's source
+#: starts a new one, and a Greff study's programs take about 60 MB there (and as much in JAX's
+#: own cache, which is pruned along; measured 2026-12-03)
+KEEP_VERSIONS = 3
 
 
 def store_dir() -> Path | None:
@@ -104,9 +112,42 @@ def _store_path(name: str, traced_from: str, sig, donate_argnums, options) -> Pa
     root = store_dir()
     if root is None or not single_device():
         return None
-    text = repr((fingerprint(), name, traced_from, str(sig[0]), [repr(t) for t in sig[1]],
+    version = fingerprint()
+    text = repr((version, name, traced_from, str(sig[0]), [repr(t) for t in sig[1]],
                  tuple(donate_argnums), sorted((options or {}).items())))
-    return root / (hashlib.sha256(text.encode()).hexdigest() + SUFFIX)
+    folder = root / version[:16]
+    _use_version(folder)
+    return folder / (hashlib.sha256(text.encode()).hexdigest() + SUFFIX)
+
+
+def _is_version(path: Path) -> bool:
+    return path.is_dir() and bool(re.fullmatch(r"[0-9a-f]{16}", path.name))
+
+
+@functools.cache
+def _use_version(folder: Path) -> None:
+    """Mark ``folder``, the store's folder of this code version, as used now (its time of
+    modification), once per process, and delete the folders of versions beyond
+    :data:`KEEP_VERSIONS` least recently used, each with its programs in JAX's cache (the files
+    named after them, ``jit_<program>_<store key[:16]>...``), and the files of the store's layout
+    before versions had folders. Nothing else there is touched; an error leaves things as
+    they are (a process whose folder vanished compiles and stores again)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.utime(folder)
+        versions = sorted((p for p in folder.parent.iterdir() if _is_version(p) and p != folder),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+        old = [f for v in versions[KEEP_VERSIONS - 1:] for f in v.glob("*" + SUFFIX)]
+        old += [f for f in folder.parent.glob("*" + SUFFIX) if f.is_file()]
+        cache = folder.parent.parent
+        for f in old:
+            for entry in cache.glob(f"*_{f.stem[:16]}[-_]*"):
+                entry.unlink(missing_ok=True)
+            f.unlink(missing_ok=True)
+        for v in versions[KEEP_VERSIONS - 1:]:
+            shutil.rmtree(v, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _count_hits(event, **kwargs) -> None:
