@@ -110,6 +110,28 @@ def test_a_pack_of_padded_trials_equals_each_trial_alone(tmp_path):
         assert_same_run(d, d.with_name(d.name + "_alone"), p, own)
 
 
+def test_a_packed_trial_starts_from_the_bits_of_the_trial_alone(tmp_path):
+    """A pack initializes each trial through the program the trial alone runs (one per width
+    bucket), so that above 128 units too, where the bucket's QR rounds otherwise than the
+    width's own, a packed trial starts from the same bits, embedded at the pack's width."""
+    widths = (137, 150)  # buckets 144 and 152: the pack runs at 152
+    configs = [config(width=w) for w in widths]
+    pack = PackTrainer(configs, [tmp_path / f"p{w}" for w in widths], tmp_path / "pack",
+                       progress=False)
+    arrays, _, masks = pack._initial_state()
+    for k, (c, w) in enumerate(zip(configs, widths)):
+        alone = _init_params(c, tmp_path / f"a{w}")
+        ones = jax.tree.map(np.ones_like, _init_params(width.unpadded(c), tmp_path / f"o{w}"))
+        big = jax.tree.map(lambda x: x[k], arrays["params"])
+        expected = embed(alone, big, padded_width(c.model), 152)
+        for (path, b), e in zip(jax.tree_util.tree_leaves_with_path(big),
+                                jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(b, e, err_msg=f"width {w}: {jax.tree_util.keystr(path)}")
+        for m, o in zip(jax.tree.leaves(jax.tree.map(lambda x: x[k], masks)),
+                        jax.tree.leaves(embed(ones, big, w, 152))):
+            np.testing.assert_array_equal(m, o)
+
+
 def _init_params(c, workdir):
     t = Trainer(c, workdir, progress=False)
     return jax.tree.map(np.asarray, steps.init_arrays(c, t.task, t.model, t.tx, t.mesh,

@@ -14,8 +14,9 @@ A pack trains trials that share a compiled program: their configs may differ onl
   with rate 0 keeps every unit, as its run alone does without drawing a mask);
 * ``model.hidden_size``, for LSTM-family cells without layer norm or projection and without
   dropout or zoneout: every trial is padded to the pack's widest. A trial of width W is
-  initialized at width W, as it would be alone, and embedded into the wider arrays with zeros
-  for the padded units (each gate block padded on its own, :mod:`lstm_research.models.width`);
+  initialized as it would be alone (the same bits: at width W, or with ``model.width_multiple``
+  by its bucket's init program, as :func:`~lstm_research.training.steps.init_params` does for
+  it alone) and embedded into the wider arrays with zeros for the padded units (each gate block padded on its own, :mod:`lstm_research.models.width`);
   its gradients are multiplied by a 0/1 mask, so the padded units stay exactly zero and never
   touch the real ones.
 
@@ -193,17 +194,16 @@ class PackTrainer:
 
     # --- state ------------------------------------------------------------------------------
     def _init_trial(self, k):
-        """Trial k's arrays as a run of its own config initializes them, embedded at width Hp,
-        and its gradient mask."""
-        c, task = width.unpadded(self.configs[k]), self.tasks[k]
-        model = models.build(c.model, task)
-        own_apply = steps.make_apply(model, task, False)
-        own = steps.init_arrays(c, task, model, optim.build_optimizer(c.train), self.mesh,
-                                own_apply)
-        W, big = c.model.hidden_size, self._big_shapes
-        params = width.embed(own["params"], big, W, self.Hp)
-        mask = width.embed(jax.tree.map(np.ones_like, own["params"]), big, W, self.Hp)
-        return params, mask
+        """Trial k's params as a run of its own config initializes them (the same bits: one init
+        program per width bucket, as there), embedded at width Hp, and its gradient mask."""
+        c, task = self.configs[k], self.tasks[k]
+        model = models.build(c.model, task)  # at the trial's own padded width
+        params = steps.init_params(c, task, model)
+        mask = steps.grad_mask(c, task, model)  # None without padding
+        if mask is None:
+            mask = jax.tree.map(np.ones_like, params)
+        W, big = self.widths[k], self._big_shapes
+        return width.embed(params, big, W, self.Hp), width.embed(mask, big, W, self.Hp)
 
     def _initial_state(self):
         batch = pad_time(next(iter(self.tasks[0].train_batches(0))))

@@ -246,15 +246,23 @@ def _first_batch(task) -> dict:
 
 
 def init_arrays(config, task, model, tx, mesh, apply) -> dict:
-    """Initial params (seeded by ``config.seed``), optimizer state and zero carries. With
-    ``model.width_multiple`` (:mod:`lstm_research.models.width`) the params are those of the
-    model at its own width, embedded with zeros into ``model``'s padded arrays: drawn by one
-    program for every width of the bucket, the width a traced input
-    (:func:`~lstm_research.models.width.with_init_width`), where
+    """Initial params (:func:`init_params`), optimizer state and zero carries."""
+    batch = _first_batch(task)
+    params = parallel.shard_params(mesh, init_params(config, task, model, batch))
+    opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
+    carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
+    return {"params": params, "opt_state": opt_state, "carries": carries}
+
+
+def init_params(config, task, model, batch=None):
+    """Initial params, seeded by ``config.seed``. With ``model.width_multiple``
+    (:mod:`lstm_research.models.width`) they are those of the model at its own width, embedded
+    with zeros into ``model``'s padded arrays: drawn by one program for every width of the
+    bucket, the width a traced input (:func:`~lstm_research.models.width.with_init_width`), where
     :func:`~lstm_research.models.width.shared_init` allows, else by the width's own program."""
     key = jax.random.key(config.seed)
     k_init, k_reinit = jax.random.split(key)
-    batch = _first_batch(task)
+    batch = _first_batch(task) if batch is None else batch  # (traced from its shapes)
     W, Wp = config.model.hidden_size, width.padded_width(config.model)
     if width.shared_init(config, task) is None:  # (train.init "default": no k_reinit)
         def init(k_init, x, lengths, w):
@@ -280,10 +288,7 @@ def init_arrays(config, task, model, tx, mesh, apply) -> dict:
         if Wp != W:
             big = _params_shapes(config.task, config.model, model, args[2:])
             params = width.embed(params, big, W, Wp)
-    params = parallel.shard_params(mesh, params)
-    opt_state = parallel.shard_params(mesh, optim.init_state(tx, params, config.train.lr))
-    carries = zero_carries(apply, task, mesh, params, parallel.shard_batch(mesh, batch))
-    return {"params": params, "opt_state": opt_state, "carries": carries}
+    return params
 
 
 def grad_mask(config, task, model):
