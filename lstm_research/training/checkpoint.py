@@ -133,8 +133,10 @@ class Checkpoints:
     def _save(self, manager, step, arrays, meta):
         if jax.process_count() == 1:
             # one copy to the host for the checks, the checksums and orbax, which writes NumPy
-            # leaves with half the work of jax.Array ones; they restore as the jax.Arrays of
-            # ``like``, on its devices and shardings (a multi-process job's arrays are shards)
+            # leaves with less work than jax.Array ones (the two saves at the end of a Greff
+            # trial: 0.17-0.20 -> 0.12 s of CPU, experiments/trial_end_cost.py); they restore
+            # as the jax.Arrays of ``like``, on its devices and shardings (a multi-process
+            # job's arrays are shards: kept)
             arrays = jax.device_get(arrays)
         if not _all_finite(arrays):
             raise NonFiniteCheckpoint(f"refusing to save non-finite arrays at step {step}")

@@ -16,9 +16,9 @@ A pack trains trials that share a compiled program: their configs may differ onl
   dropout or zoneout: every trial is padded to the pack's widest. A trial of width W is
   initialized as it would be alone (the same bits: at width W, or with ``model.width_multiple``
   by its bucket's init program, as :func:`~lstm_research.training.steps.init_params` does for
-  it alone) and embedded into the wider arrays with zeros for the padded units (each gate block padded on its own, :mod:`lstm_research.models.width`);
-  its gradients are multiplied by a 0/1 mask, so the padded units stay exactly zero and never
-  touch the real ones.
+  it alone) and embedded into the wider arrays with zeros for the padded units (each gate
+  block padded on its own, :mod:`lstm_research.models.width`); its gradients are multiplied
+  by a 0/1 mask, so the padded units stay exactly zero and never touch the real ones.
 
 Anything else (the cell's equations, the task, the epoch budget, the optimizer's kind,
 clipping, dropout) changes the program: :func:`pack_conflict` names the first such key.
