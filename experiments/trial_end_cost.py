@@ -26,18 +26,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CONFIG = "configs/papers/greff2015.py:paper"  # relative to ROOT (main changes to it)
 
 
 def save_pairs(width: int, pairs: int) -> tuple[float, float]:
     """(wall, CPU) seconds per pair of saves of a width-``width`` Greff trial's state."""
-    import importlib.util
     from lstm_research.training.checkpoint import Checkpoints
     from lstm_research.training.loop import Trainer
-    spec = importlib.util.spec_from_file_location("greff2015",
-                                                  ROOT / "configs" / "papers" / "greff2015.py")
-    greff2015 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(greff2015)
-    config = greff2015.get_config("paper")
+    from lstm_research.training.validate import load_config_file
+    config = load_config_file(CONFIG)
     config.model.hidden_size = width
     work = Path(tempfile.mkdtemp())
     arrays, meta = Trainer(config, work / "trial", progress=False).init_state()
@@ -60,7 +57,7 @@ def held_trials(width: int, trials: int) -> list[float]:
     work = tempfile.mkdtemp()
 
     def trial(i):
-        argv = ["run.py", "--config=configs/papers/greff2015.py:paper",
+        argv = ["run.py", f"--config={CONFIG}",
                 f"--config.model.hidden_size={width}", "--config.train.epochs=1",
                 "--config.train.patience=0", f"--config.lr={1e-3 * (i + 1)}",
                 f"--workdir={work}/{i}", "--noprogress"]
