@@ -125,8 +125,15 @@ def normal(key, shape, dtype=None, within=None):
     within = shape if within is None else tuple(within)
     if not _fast(key, dtype, within):
         return _corner(lambda s: jax.random.normal(key, s, dtype), shape, within)
-    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    u = uniform(key, shape, jnp.float32, lo, 1.0, within=within)
+    return _normal_of(uniform(key, shape, jnp.float32, _NORMAL_LO, 1.0, within=within))
+
+
+#: the uniform draw under a normal one is in (-1, 1): from the float above -1
+_NORMAL_LO = np.nextafter(np.float32(-1.0), np.float32(0.0))
+
+
+def _normal_of(u):
+    """``jax.random.normal``'s floats from its uniform draw ``u`` in (-1, 1)."""
     return np.float32(np.sqrt(2)) * lax.erf_inv(u)
 
 
@@ -164,8 +171,7 @@ def uniform_in(key, shape, used, minval=0.0, maxval=1.0):
 
 def normal_in(key, shape, used):
     """``jax.random.normal(key, used, float32)`` in the corner of ``shape``."""
-    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    return np.float32(np.sqrt(2)) * lax.erf_inv(uniform_in(key, shape, used, lo, 1.0))
+    return _normal_of(uniform_in(key, shape, used, _NORMAL_LO, 1.0))
 
 
 def truncated_normal_in(key, lower, upper, shape, used):
