@@ -180,6 +180,36 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
     return out
 
 
+def greff_epoch_inputs(width: int, k: int | None = None, sets=()):
+    """``(trainer, initial arrays, training batches, key, hyper)`` of a Greff JSB trial at
+    ``width`` (input noise 0.3 unless ``sets``, config overrides ``key=value``, say otherwise;
+    ``train.steps_per_call=k`` unless None), built in this process: the inputs to run its
+    training epoch through ``trainer.train_step`` or ``trainer.train_steps`` (batches padded as
+    the loop pads them, without ``reset``)."""
+    import jax
+
+    from lstm_research.sweeps.check import apply_overrides
+    from lstm_research.training import optim
+    from lstm_research.training.batches import pad_time_at_least
+    from lstm_research.training.loop import Trainer
+    from lstm_research.training.validate import load_config_file
+    c = load_config_file(str(REPO_ROOT / CONFIG))
+    c.train.input_noise = 0.3
+    c = apply_overrides(c, [f"--config.{kv}" for kv in sets], "--set", CONFIG)
+    c.model.hidden_size = width
+    if k is not None:
+        c.train.steps_per_call = k
+    with tempfile.TemporaryDirectory() as wd:
+        t = Trainer(c, wd, progress=False)
+    arrays = t.init_state()[0]
+    it = t.task.train_batches(0)
+    batches = [pad_time_at_least(next(it), t.time_bound.get("train"))
+               for _ in range(t.task.steps_per_epoch)]
+    for b in batches:
+        b.pop("reset", None)
+    return t, arrays, batches, jax.random.key(1), optim.runtime_hyperparams(c.train, 1e-3)
+
+
 def time_calls(widths, k: int, reps: int = 5) -> dict:
     """Per width, in this process: a training epoch (the JSB training sequences, one update
     each) with one compiled call per update against ``train.steps_per_call=k``, interleaved
@@ -188,23 +218,10 @@ def time_calls(widths, k: int, reps: int = 5) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from lstm_research.training import optim, steps
-    from lstm_research.training.batches import pad_time_at_least
-    from lstm_research.training.loop import Trainer
-    from lstm_research.training.validate import load_config_file
+    from lstm_research.training import steps
     out = {}
     for w in widths:
-        c = load_config_file(str(REPO_ROOT / CONFIG))
-        c.model.hidden_size, c.train.input_noise, c.train.steps_per_call = w, 0.3, k
-        with tempfile.TemporaryDirectory() as wd:
-            t = Trainer(c, wd, progress=False)
-        arrays = t.init_state()[0]
-        it = t.task.train_batches(0)
-        batches = [pad_time_at_least(next(it), t.time_bound.get("train"))
-                   for _ in range(t.task.steps_per_epoch)]
-        for b in batches:
-            b.pop("reset", None)
-        key, hyper = jax.random.key(1), optim.runtime_hyperparams(c.train, 1e-3)
+        t, arrays, batches, key, hyper = greff_epoch_inputs(w, k)
         lr = np.float32(1e-3)
 
         def epoch(per_call):
