@@ -93,7 +93,7 @@ def profile_epoch(width: int, sets=()) -> dict:
         if e.get("ph") != "X" or op is None or not module.startswith("jit_train_steps"):
             continue
         name = names.get(op, "")
-        if "/branch_" in name or name.endswith("/while") and "rnn" not in name:
+        if "/branch_" in name or (name.endswith("/while") and "rnn" not in name):
             continue  # inside a switch branch (the switch is timed), or the loop over updates
         ms[part_of(name)] += e["dur"] / 1e3
     n = len(batches)

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CONFIG = "configs/papers/greff2015.py:paper"  # relative to ROOT (main changes to it)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# (CONFIG is relative to REPO_ROOT, where main changes to; the import puts it on sys.path)
+from sweep_throughput import CONFIG, REPO_ROOT, pin_to_one_cpu  # noqa: E402
 
 
 def save_pairs(width: int, pairs: int) -> tuple[float, float]:
@@ -74,8 +74,8 @@ def main():
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--trials", type=int, default=6)
     args = p.parse_args()
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    os.chdir(ROOT)
+    pin_to_one_cpu()
+    os.chdir(REPO_ROOT)
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp())
     wall, cpu = save_pairs(args.width, args.pairs)
     times = held_trials(args.width, args.trials)
