@@ -1,9 +1,13 @@
-"""Bad command lines of experiments/sweep.py and experiments/solve_rates.py, run as a user would.
+"""Bad command lines of experiments/sweep.py and experiments/solve_rates.py.
 
 Each must end with exit status 2, exactly one line on stderr starting with ``error:`` that says
-what is wrong, no traceback, and nothing written to the sweep directory.
+what is wrong, no traceback, and nothing written to the sweep directory. The table runs the
+scripts' ``main(argv)`` in-process (a process of its own costs 3-6 s of imports on 2 cores, and
+validation comes before anything is launched); the cases of :data:`AS_PROCESSES` also run as
+real processes, as a user would.
 """
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +15,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    """``experiments/<name>.py`` as a module (its ``main(argv)``)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 SWEEP = [sys.executable, str(REPO / "experiments" / "sweep.py")]
 SOLVE = [sys.executable, str(REPO / "experiments" / "solve_rates.py")]
 
@@ -70,21 +82,55 @@ UNFINISHED_CSV = "trial,index,seed,status,metric,lower_is_better,test_mse,steps\
                  "0000_seed=0_aaaaaaaa,0,0,pending,,,,\n"
 
 
-@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_command_line_is_one_error_line_and_exit_2(tmp_path, argv, expected):
+#: the cases also run as processes: an argparse error, a config error, and solve_rates.py
+AS_PROCESSES = ("unknown_flag", "unknown_grid_key", "solve_bad_criterion")
+
+
+def _prepare(tmp_path, argv):
+    """The test's folder (an empty folder, a file, two results tables, a trial entry that fails
+    were it launched) and ``argv`` with its placeholders filled in."""
     (tmp_path / "empty").mkdir()
     (tmp_path / "afile").write_text("not a directory\n")
     (tmp_path / "results.csv").write_text(RESULTS_CSV)
     (tmp_path / "unfinished.csv").write_text(UNFINISHED_CSV)
     (tmp_path / "noop.py").write_text("raise SystemExit('a trial was launched')\n")
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     cmd = [a.format(S=tmp_path / "sweep", T=tmp_path) for a in argv]
     if cmd[:2] == SWEEP and "--summarize" not in cmd:  # were a trial launched, it would write
         cmd += [f"--entry={tmp_path / 'noop.py'}", "--no_progress", "--no_summary"]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return cmd
+
+
+def _assert_one_error_line(returncode, out, err, expected):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert returncode == 2, err
+    assert "Traceback" not in err + out
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_command_line_is_one_error_line_and_exit_2(tmp_path, argv, expected, capfd,
+                                                       monkeypatch):
+    cmd = _prepare(tmp_path, argv)
+    before = _files(tmp_path)
+    monkeypatch.chdir(REPO)  # the scripts' relative paths (configs/...), as in a process below
+    main = _script("sweep" if cmd[:2] == SWEEP else "solve_rates").main
+    capfd.readouterr()
+    returncode = main(cmd[2:])
+    out, err = capfd.readouterr()
+    _assert_one_error_line(returncode, out, err, expected)
+    assert _files(tmp_path) == before  # nothing written
+
+
+@pytest.mark.parametrize("case", AS_PROCESSES)
+def test_bad_command_line_as_a_process(tmp_path, case):
+    (argv, expected), = [c[1:] for c in CASES if c[0] == case]
+    cmd = _prepare(tmp_path, argv)
+    before = _files(tmp_path)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    _assert_one_error_line(res.returncode, res.stdout, res.stderr, expected)
+    assert _files(tmp_path) == before  # nothing written
