@@ -7,6 +7,7 @@ validation comes before anything is launched); the cases of :data:`AS_PROCESSES`
 real processes, as a user would.
 """
 
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -15,16 +16,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SWEEP = [sys.executable, str(REPO / "experiments" / "sweep.py")]
+SOLVE = [sys.executable, str(REPO / "experiments" / "solve_rates.py")]
 
 
+@functools.cache
 def _script(name: str):
     """``experiments/<name>.py`` as a module (its ``main(argv)``)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-SWEEP = [sys.executable, str(REPO / "experiments" / "sweep.py")]
-SOLVE = [sys.executable, str(REPO / "experiments" / "solve_rates.py")]
+
 
 ADDING = "--config=configs/adding.py"
 
