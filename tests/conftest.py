@@ -5,6 +5,8 @@ puts this folder on ``sys.path``, and so does running ``tests/parallel_worker.py
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -57,6 +59,17 @@ def shared_compilation_cache(tmp_path_factory):
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs",
                       float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+@functools.cache
+def experiment_script(name: str):
+    """``experiments/<name>.py`` loaded as a module, once per test process (its ``main(argv)``
+    runs a command line in-process: no process start, no imports again)."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,

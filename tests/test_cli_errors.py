@@ -3,7 +3,6 @@ status 2 and one stderr line ``error: ...``, no traceback, and writes nothing to
 
 The table runs the entry points' ``main(argv)`` in-process (fast: validation comes before
 anything heavy is built); a few cases also run as real processes."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,10 +16,9 @@ sys.path.insert(0, str(ROOT))
 
 import run  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("evaluate_checkpoint",
-                                               ROOT / "experiments" / "evaluate_checkpoint.py")
-evaluate_checkpoint = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate_checkpoint)
+from conftest import experiment_script  # noqa: E402
+
+evaluate_checkpoint = experiment_script("evaluate_checkpoint")
 
 # (id, argv after the script, what the message must contain); {wd} is the workdir (not created),
 # {tmp} the test's tmp folder, which holds a file ``a_file``, a config ``syntax.py`` with a

@@ -1,7 +1,6 @@
 """A sweep is checked against its trial config before anything runs; one value parser; one-way imports."""
 
 import ast
-import importlib.util
 import re
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from lstm_research.sweeps.check import check_spec, load_trial_config
 from lstm_research.sweeps.scheduler import run_sweep
 from lstm_research.sweeps.spec import SweepSpecError, parse_value, spec_from_strings
 from lstm_research.sweeps.sweepdir import SweepDirError
+
+from conftest import experiment_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,13 +109,6 @@ def test_sweep_errors_are_user_errors():
 # ------------------------------------------------------------------------------ the CLI in-process
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("sweep_cli", REPO / "experiments" / "sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("argv, match", [
     (["--grid", "seed=0:0"], "range '0:0' is empty"),
     (["--random", "train.lr=loguniform(1e-4,1e-2)"], "need a trial budget --trials N >= 1"),
@@ -123,7 +117,7 @@ def _cli():
     (["--random", "train.momentun=uniform(0,1)", "--trials", "2"], "valid keys of train: "),
 ])
 def test_cli_spec_errors_are_one_line(tmp_path, capsys, argv, match):
-    rc = _cli().main(["--config=configs/adding.py", f"--sweep_dir={tmp_path / 's'}", "--dry_run", *argv])
+    rc = experiment_script("sweep").main(["--config=configs/adding.py", f"--sweep_dir={tmp_path / 's'}", "--dry_run", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ")
     assert match in err or re.search(match, err), err
@@ -132,7 +126,7 @@ def test_cli_spec_errors_are_one_line(tmp_path, capsys, argv, match):
 
 def test_cli_bug_keeps_its_traceback(monkeypatch):
     """Only user errors become one line: anything else is a bug and propagates."""
-    cli = _cli()
+    cli = experiment_script("sweep")
 
     def boom(*a, **k):
         raise KeyError("a bug")

@@ -7,26 +7,17 @@ validation comes before anything is launched); the cases of :data:`AS_PROCESSES`
 real processes, as a user would.
 """
 
-import functools
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import experiment_script
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, str(REPO / "experiments" / "sweep.py")]
 SOLVE = [sys.executable, str(REPO / "experiments" / "solve_rates.py")]
-
-
-@functools.cache
-def _script(name: str):
-    """``experiments/<name>.py`` as a module (its ``main(argv)``)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 ADDING = "--config=configs/adding.py"
@@ -121,7 +112,7 @@ def test_bad_command_line_is_one_error_line_and_exit_2(tmp_path, argv, expected,
     cmd = _prepare(tmp_path, argv)
     before = _files(tmp_path)
     monkeypatch.chdir(REPO)  # the scripts' relative paths (configs/...), as in a process below
-    main = _script("sweep" if cmd[:2] == SWEEP else "solve_rates").main
+    main = experiment_script("sweep" if cmd[:2] == SWEEP else "solve_rates").main
     capfd.readouterr()
     returncode = main(cmd[2:])
     out, err = capfd.readouterr()

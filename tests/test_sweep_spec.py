@@ -1,8 +1,6 @@
 """Sweep spec: value/axis/distribution parsing, grid x zip x random expansion, trial ids, CLI strings."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
@@ -20,14 +18,7 @@ from lstm_research.sweeps.spec import (
     spec_from_strings,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("sweep_cli", REPO / "experiments" / "sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import experiment_script
 
 
 # ------------------------------------------------------------------------------------- values
@@ -210,7 +201,7 @@ def test_api_objects():
 
 
 def test_cli_parses_flags_into_the_spec(capsys):
-    cli = _load_cli()
+    cli = experiment_script("sweep")
     rc = cli.main(["--config=configs/adding.py", "--sweep_dir=/tmp/unused", "--grid", "model.cell=vanilla,nig",
                    "--grid", "seed=0:5", "--zip", "model.num_layers=1,2", "--zip", "model.dropout=0,0.5",
                    "--random", "train.lr=loguniform(1e-4,1e-2)", "--trials", "20", "--set", "train.steps=200",
