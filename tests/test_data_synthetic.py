@@ -262,6 +262,9 @@ def test_reber_hand_examples():
     assert as_sets(syn.embedded_reber_next_sets(s2)) == [
         set("TP"), {"B"}, set("TP"), set("TV"), set("PV"), {"E"}, {"P"}, {"E"}, set()]
     assert embedded_reber_accepts(s) and embedded_reber_accepts(s2)
+    # the sets are kept per string: a caller writing into its copy changes nothing after it
+    got[:] = 0
+    assert as_sets(syn.embedded_reber_next_sets(s)) == expected
 
 
 def test_generated_strings_match_independent_grammar():
