@@ -12,8 +12,8 @@ import pytest
 from lstm_research.sweeps.packs import PACKS_DIR, plan_packs, write_pack
 from lstm_research.sweeps.spec import spec_from_strings
 
-from conftest import experiment_script
-from test_sweep_workers import REPO, TINY, _env, _status, _sweep, _trials
+from test_sweep_workers import (REPO, TINY, _assert_refused_in_process, _env, _status, _sweep,
+                                _trials)
 
 NARROW = [o for o in TINY if not o.startswith("model.hidden_size")]  # the width is swept
 
@@ -75,15 +75,6 @@ def test_unfinished_packs_are_kept_on_rerun(tmp_path):
     (["--grid", "model.num_layers=1,2", "--pack", "2"], "model.num_layers differs"),
     (["--grid", "model.cell=vanilla,nfg", "--pack", "2"], "model.cell differs"),
 ])
-def test_bad_pack_values_are_one_line_errors(tmp_path, args, needle, capfd, monkeypatch):
-    """In-process (sweep.py's ``main``; its bad command lines as processes: test_sweep_cli.py)."""
-    monkeypatch.chdir(REPO)
-    sw = tmp_path / "sw"
-    capfd.readouterr()
-    rc = experiment_script("sweep").main([
-        "--config=configs/adding.py", f"--sweep_dir={sw}", "--no_progress", "--no_plots", *args,
-        *[a for f in TINY for a in ("--set", f)]])
-    err = capfd.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
-    assert not any(Path(sw).glob("0*"))
+def test_bad_pack_values_are_one_line_errors(tmp_path, args, needle, capfd):
+    _assert_refused_in_process(tmp_path / "sw", args, needle, capfd)
+    assert not any(Path(tmp_path / "sw").glob("0*"))

@@ -1,6 +1,7 @@
 """Sweeps through long-lived workers (``experiments/sweep.py --workers N``): same files as run.py,
 failures isolated, a killed worker's trial resumed by a rerun, recycling, bad values refused."""
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import pytest
 
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import Trainer
+
+from conftest import experiment_script
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "experiments" / "sweep.py"
@@ -37,6 +40,21 @@ def _sweep(sweep_dir, *args, fixed=TINY, check=None, env=None, **kw):
     if check is not None:
         assert out.returncode == check, out.stdout[-2000:] + out.stderr[-3000:]
     return out
+
+
+def _assert_refused_in_process(sweep_dir, args, needle, capfd):
+    """``_sweep(sweep_dir, *args)`` through sweep.py's ``main`` in this process (no process start:
+    its bad command lines as processes are in test_sweep_cli.py) ends in one line ``error: ...``
+    that contains ``needle``, and exit status 2."""
+    capfd.readouterr()
+    with contextlib.chdir(REPO):
+        rc = experiment_script("sweep").main([
+            "--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
+            "--no_plots", *args, *[a for f in TINY for a in ("--set", f)]])
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert needle in lines[0], err
 
 
 def _trials(sweep_dir):
@@ -161,10 +179,8 @@ def test_killed_worker_trial_resumes_on_rerun(tmp_path):
 @pytest.mark.parametrize("args", [["--workers", "0"], ["--workers", "-3"],
                                   ["--workers", "2", "--executor", "slurm"],
                                   ["--workers", "2", "--worker_max_trials", "0"]])
-def test_bad_workers_values_are_one_line_errors(tmp_path, args):
-    out = _sweep(tmp_path / "sw", *args, check=2)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+def test_bad_workers_values_are_one_line_errors(tmp_path, args, capfd):
+    _assert_refused_in_process(tmp_path / "sw", args, "", capfd)
     assert not (tmp_path / "sw").exists()
 
 
