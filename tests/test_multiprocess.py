@@ -181,9 +181,7 @@ def test_bad_coordinates_end_in_one_line_within_the_timeout(tmp_path):
     one_line_error(*run_py([f"--workdir={tmp_path}/e", *coords(free_port(), 0, timeout=5)]),
                    "error: not all parallel.num_processes=2 processes (this is process 0")
     assert time.time() - t < 5 + 60
-    # a process id out of range
-    one_line_error(*run_py([f"--workdir={tmp_path}/c", *coords(port, 2)]),
-                   "parallel.process_id=2 must be an integer in [0, 1]")
+    # (a process id out of range: test_coordinates_are_checked_before_anything_starts)
     # process counts that disagree (2 and 3): every process says so
     procs = [start([CONFIG, "--config.train.steps=1", f"--workdir={tmp_path}/d", "--noprogress",
                     *coords(port, i, n)], 2, script=ROOT / "run.py") for i, n in ((0, 2), (1, 3))]
@@ -208,3 +206,5 @@ def test_coordinates_are_checked_before_anything_starts():
     assert "leave parallel.num_processes and parallel.process_id unset" in problems(
         coordinator_address="auto", num_processes=2)[0]
     assert problems(timeout_s=0) == ["parallel.timeout_s=0 must be an integer >= 1"]
+    assert problems(coordinator_address="127.0.0.1:1234", num_processes=2, process_id=2) == [
+        "parallel.process_id=2 must be an integer in [0, 1]"]
