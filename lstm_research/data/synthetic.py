@@ -310,8 +310,8 @@ def embedded_reber_next_sets(string: str, continual: bool = False) -> np.ndarray
 @functools.lru_cache(maxsize=1 << 16)
 def _next_sets(string: str, continual: bool) -> np.ndarray:
     """:func:`embedded_reber_next_sets`, kept per string (read-only): a continual stream of 10^5
-    symbols concatenates about 17,000 strings, most of them short ones seen before, and parsing
-    each again took two thirds of its generation time."""
+    symbols concatenates about 8,300 strings, most of them seen before (1,499 distinct among
+    25,000), and parsing each again took 60% of the stream's generation time."""
     sets = _erg_next_symbol_sets(string, continual)
     out = np.zeros((len(string), len(REBER_SYMBOLS)), dtype=np.float32)
     for i, allowed in enumerate(sets):
