@@ -72,6 +72,16 @@ def experiment_script(name: str):
     return module
 
 
+def assert_one_error_line(returncode, out: str, err: str, expected: str = "") -> None:
+    """A refused command line, as the entry points end one: exit status 2, exactly one stderr
+    line, ``error: ...`` containing ``expected``, and no traceback."""
+    lines = err.splitlines()
+    assert returncode == 2, (returncode, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out
+    assert expected in lines[0], lines[0]
+
+
 def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,
                  hidden_size: int = 8, num_layers: int = 1, dropout: float = 0.0,
                  lr: float | None = None, **task_kw):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import run  # noqa: E402
 
-from conftest import experiment_script  # noqa: E402
+from conftest import assert_one_error_line, experiment_script  # noqa: E402
 
 evaluate_checkpoint = experiment_script("evaluate_checkpoint")
 
@@ -118,12 +118,7 @@ def _check(main, argv, expect, tmp, capfd):
     capfd.readouterr()
     rc = main(argv)
     out, err = capfd.readouterr()
-    lines = err.splitlines()
-    assert rc == 2, (rc, err)
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    assert expect in lines[0], lines[0]
+    assert_one_error_line(rc, out, err, expect)
     assert _snapshot(tmp) == before, "something was written"
     assert not wd.exists()
 

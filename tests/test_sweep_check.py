@@ -117,7 +117,8 @@ def test_sweep_errors_are_user_errors():
     (["--random", "train.momentun=uniform(0,1)", "--trials", "2"], "valid keys of train: "),
 ])
 def test_cli_spec_errors_are_one_line(tmp_path, capsys, argv, match):
-    rc = experiment_script("sweep").main(["--config=configs/adding.py", f"--sweep_dir={tmp_path / 's'}", "--dry_run", *argv])
+    rc = experiment_script("sweep").main(["--config=configs/adding.py", f"--sweep_dir={tmp_path / 's'}",
+                                          "--dry_run", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ")
     assert match in err or re.search(match, err), err

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import experiment_script
+from conftest import assert_one_error_line, experiment_script
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [sys.executable, str(REPO / "experiments" / "sweep.py")]
 SOLVE = [sys.executable, str(REPO / "experiments" / "solve_rates.py")]
-
 
 ADDING = "--config=configs/adding.py"
 
@@ -94,14 +93,6 @@ def _prepare(tmp_path, argv):
     return cmd
 
 
-def _assert_one_error_line(returncode, out, err, expected):
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert returncode == 2, err
-    assert "Traceback" not in err + out
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in lines[0]
-
-
 def _files(folder):
     return sorted(p.relative_to(folder) for p in folder.rglob("*"))
 
@@ -116,7 +107,7 @@ def test_bad_command_line_is_one_error_line_and_exit_2(tmp_path, argv, expected,
     capfd.readouterr()
     returncode = main(cmd[2:])
     out, err = capfd.readouterr()
-    _assert_one_error_line(returncode, out, err, expected)
+    assert_one_error_line(returncode, out, err, expected)
     assert _files(tmp_path) == before  # nothing written
 
 
@@ -126,5 +117,5 @@ def test_bad_command_line_as_a_process(tmp_path, case):
     cmd = _prepare(tmp_path, argv)
     before = _files(tmp_path)
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    _assert_one_error_line(res.returncode, res.stdout, res.stderr, expected)
+    assert_one_error_line(res.returncode, res.stdout, res.stderr, expected)
     assert _files(tmp_path) == before  # nothing written

@@ -17,7 +17,7 @@ import pytest
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import Trainer
 
-from conftest import experiment_script
+from conftest import assert_one_error_line, experiment_script
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "experiments" / "sweep.py"
@@ -51,10 +51,7 @@ def _assert_refused_in_process(sweep_dir, args, needle, capfd):
         rc = experiment_script("sweep").main([
             "--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
             "--no_plots", *args, *[a for f in TINY for a in ("--set", f)]])
-    err = capfd.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
-    assert needle in lines[0], err
+    assert_one_error_line(rc, *capfd.readouterr(), needle)
 
 
 def _trials(sweep_dir):
