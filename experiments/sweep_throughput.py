@@ -105,6 +105,18 @@ def time_trial(entry_main, workdir: Path, width: int, epochs: int, draw: int = 0
     return time.perf_counter() - t0
 
 
+def per_epoch(t1: float, t2: float, extra: int, what: str) -> float:
+    """The epoch time ``(t2 - t1) / extra`` of a (1 + extra)-epoch run timed at ``t2`` against a
+    1-epoch run at ``t1``; where this machine's noise made it 0 or less, a warning on stderr (the
+    fixed costs and projections built on it are then meaningless)."""
+    epoch = (t2 - t1) / extra
+    if epoch <= 0:
+        print(f"warning: {what}: a {1 + extra}-epoch run took {t2:.3f}s, no longer than a 1-epoch "
+              f"run ({t1:.3f}s); the epoch time and what is built on it are noise; rerun with a "
+              f"larger --timing_epochs (now {extra})", file=sys.stderr, flush=True)
+    return epoch
+
+
 def pin_to_one_cpu() -> None:
     """Run the rest of this process on one CPU, as a sweep worker runs (``sweeps.workers`` pins
     each to one): XLA then compiles on one core too (on 2 cores a new width's programs compiled
@@ -168,7 +180,7 @@ def time_widths(widths, root: Path, extra: int, sets=()) -> dict:
         tc = time_trial(run.main, root / f"cached{w}", w, 1, draw=1, sets=sets)
         # batch 1: the steps of one epoch are its training sequences
         n_train = json.loads((root / f"e1_{w}" / "result.json").read_text())["steps"]
-        epoch = (t2 - t1) / extra
+        epoch = per_epoch(t1, t2, extra, f"width {w}")
         out[str(w)] = {"epoch_s": round(epoch, 4), "update_ms_per_sequence": round(epoch / n_train * 1e3, 3),
                        "fixed_cost_per_trial_s": round(t1 - epoch, 3), "trial_1_epoch_s": round(t1, 3),
                        "fixed_cost_new_width_s": round(t0 - epoch, 3),
@@ -275,7 +287,7 @@ def time_packs(widths, k: int, root: Path, extra: int, per_width: dict) -> dict:
     for w in widths:
         pack_time(w, 1, "pwarm")
         t1, t2 = pack_time(w, 1, "p1"), pack_time(w, 1 + extra, "p2")
-        epoch = (t2 - t1) / extra
+        epoch = per_epoch(t1, t2, extra, f"pack of {k} at width {w}")
         single = per_width[str(w)]["epoch_s"]
         out[str(w)] = {"pack_epoch_s": round(epoch, 4), "per_trial_epoch_s": round(epoch / k, 4),
                        "fixed_cost_per_pack_s": round(t1 - epoch, 3),
