@@ -5,9 +5,13 @@ puts this folder on ``sys.path``, and so does running ``tests/parallel_worker.py
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -18,7 +22,8 @@ from lstm_research.training import base_config
 # The tests read the real data from ../shared/data (or a $LSTM_RESEARCH_DATA set by the caller),
 # never from the user cache, and a run never downloads into a data dir set this way; tests that
 # need the files skip without them.
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 os.environ.setdefault("LSTM_RESEARCH_DATA", str(SHARED_DATA))
 
 #: compile options for tests of small numeric programs: compile time dominates, not run time
@@ -80,6 +85,54 @@ def assert_one_error_line(returncode, out: str, err: str, expected: str = "") ->
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err + out
     assert expected in lines[0], lines[0]
+
+
+# sweeps through experiments/sweep.py (test_sweep_workers.py, test_sweep_packs.py)
+SWEEP_CLI = REPO / "experiments" / "sweep.py"
+#: a sweep's fixed overrides: trials of a few seconds on the adding task
+SWEEP_TINY = ["task.T=12", "task.batch_size=16", "task.eval_size=64", "model.hidden_size=8",
+              "train.steps=30", "train.eval_every=10", "train.checkpoint_every=10", "train.log_every=5"]
+
+
+def sweep_env():
+    """The environment of a sweep subprocess: this checkout importable, the CPU backend."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+
+
+def run_sweep(sweep_dir, *args, fixed=SWEEP_TINY, check=None, env=None, **kw):
+    """``experiments/sweep.py`` on configs/adding.py in a subprocess, ``fixed`` as ``--set``
+    overrides; with ``check``, its exit status must be that."""
+    cmd = [sys.executable, str(SWEEP_CLI), "--config=configs/adding.py", f"--sweep_dir={sweep_dir}",
+           "--no_progress", "--no_plots", *args]
+    for f in fixed:
+        cmd += ["--set", f]
+    out = subprocess.run(cmd, cwd=REPO, env=env or sweep_env(), capture_output=True, text=True,
+                         timeout=600, **kw)
+    if check is not None:
+        assert out.returncode == check, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def assert_sweep_refused(sweep_dir, args, needle, capfd):
+    """``run_sweep(sweep_dir, *args)`` through sweep.py's ``main`` in this process (no process
+    start: its bad command lines as processes are in test_sweep_cli.py) ends in one line
+    ``error: ...`` that contains ``needle``, and exit status 2."""
+    capfd.readouterr()
+    with contextlib.chdir(REPO):
+        rc = experiment_script("sweep").main([
+            "--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
+            "--no_plots", *args, *[a for f in SWEEP_TINY for a in ("--set", f)]])
+    assert_one_error_line(rc, *capfd.readouterr(), needle)
+
+
+def trial_dirs(sweep_dir):
+    """A sweep's trial folders, in name order."""
+    return sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name[0].isdigit())
+
+
+def trial_status(tdir):
+    """A trial's ``status.json``."""
+    return json.loads((tdir / "status.json").read_text())
 
 
 def small_config(task: str, *, steps: int, eval_every: int, log_every: int = 5,

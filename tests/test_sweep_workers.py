@@ -1,7 +1,6 @@
 """Sweeps through long-lived workers (``experiments/sweep.py --workers N``): same files as run.py,
 failures isolated, a killed worker's trial resumed by a rerun, recycling, bad values refused."""
 
-import contextlib
 import json
 import os
 import signal
@@ -17,49 +16,10 @@ import pytest
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import Trainer
 
-from conftest import assert_one_error_line, experiment_script
+from conftest import (REPO, SWEEP_CLI, SWEEP_TINY, assert_sweep_refused, run_sweep, sweep_env,
+                      trial_dirs, trial_status)
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / "experiments" / "sweep.py"
-TINY = ["task.T=12", "task.batch_size=16", "task.eval_size=64", "model.hidden_size=8",
-        "train.steps=30", "train.eval_every=10", "train.checkpoint_every=10", "train.log_every=5"]
 TIMING = ("wall_time",)
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
-
-
-def _sweep(sweep_dir, *args, fixed=TINY, check=None, env=None, **kw):
-    cmd = [sys.executable, str(CLI), "--config=configs/adding.py", f"--sweep_dir={sweep_dir}",
-           "--no_progress", "--no_plots", *args]
-    for f in fixed:
-        cmd += ["--set", f]
-    out = subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=600,
-                         **kw)
-    if check is not None:
-        assert out.returncode == check, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
-
-
-def _assert_refused_in_process(sweep_dir, args, needle, capfd):
-    """``_sweep(sweep_dir, *args)`` through sweep.py's ``main`` in this process (no process start:
-    its bad command lines as processes are in test_sweep_cli.py) ends in one line ``error: ...``
-    that contains ``needle``, and exit status 2."""
-    capfd.readouterr()
-    with contextlib.chdir(REPO):
-        rc = experiment_script("sweep").main([
-            "--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
-            "--no_plots", *args, *[a for f in TINY for a in ("--set", f)]])
-    assert_one_error_line(rc, *capfd.readouterr(), needle)
-
-
-def _trials(sweep_dir):
-    return sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name[0].isdigit())
-
-
-def _status(tdir):
-    return json.loads((tdir / "status.json").read_text())
 
 
 def _result(tdir):
@@ -92,22 +52,22 @@ def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
     # two trials through ONE worker: the second reuses the process (data, the jitted steps:
     # they differ only in what the steps take as inputs, the seed and the padded width); the
     # sweep's own compilation cache, its default, not the tests' shared one (see conftest)
-    own_cache = {k: v for k, v in _env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    own_cache = {k: v for k, v in sweep_env().items() if k != "JAX_COMPILATION_CACHE_DIR"}
     # widths 5 and 7 padded to 8 (model.width_multiple) run one program too
-    fixed = [*(f for f in TINY if not f.startswith("model.hidden_size")),
+    fixed = [*(f for f in SWEEP_TINY if not f.startswith("model.hidden_size")),
              "train.optimizer=nesterov", "model.width_multiple=8"]
     zipped = {"seed": (0, 1), "train.lr": (0.01, 0.03), "train.momentum": (0.9, 0.5),
               "train.input_noise": (0.1, 0.4), "model.hidden_size": (5, 7)}
     zips = [a for k, v in zipped.items() for a in ("--zip", f"{k}={v[0]},{v[1]}")]
-    _sweep(tmp_path / "sw", *zips, "--workers", "1", fixed=fixed, check=0, env=own_cache)
-    trials = _trials(tmp_path / "sw")
-    assert [_status(t)["worker"] for t in trials] == [1, 1]
+    run_sweep(tmp_path / "sw", *zips, "--workers", "1", fixed=fixed, check=0, env=own_cache)
+    trials = trial_dirs(tmp_path / "sw")
+    assert [trial_status(t)["worker"] for t in trials] == [1, 1]
     for j, tdir in enumerate(trials):
         overrides = [*fixed, *(f"{k}={v[j]}" for k, v in zipped.items())]
         alone = tmp_path / f"alone{j}"
         out = subprocess.run([sys.executable, "run.py", "--config=configs/adding.py",
                               *[f"--config.{o}" for o in overrides], f"--workdir={alone}"],
-                             cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+                             cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         _assert_same_trial(tdir, alone, overrides)
     # the worker stored its programs in the sweep's cache (training.programs): the train step,
@@ -118,8 +78,8 @@ def test_worker_trials_are_bit_identical_to_run_py(tmp_path):
 
 def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):
     sw = tmp_path / "sw"
-    out = _sweep(sw, "--grid", "train.lr=0.01,1e30,0.02,0.005", "--workers", "2", check=1)
-    states = {t.name: _status(t) for t in _trials(sw)}
+    out = run_sweep(sw, "--grid", "train.lr=0.01,1e30,0.02,0.005", "--workers", "2", check=1)
+    states = {t.name: trial_status(t) for t in trial_dirs(sw)}
     failed = [n for n, s in states.items() if s["status"] == "failed"]
     assert len(failed) == 1 and "lr=1e+30" in failed[0], states
     st = states[failed[0]]
@@ -130,46 +90,47 @@ def test_failing_trial_is_recorded_and_the_worker_goes_on(tmp_path):
 
 
 def test_workers_are_recycled_after_max_trials(tmp_path):
-    _sweep(tmp_path / "sw", "--grid", "seed=0,1,2", "--workers", "1", "--worker_max_trials", "1", check=0)
-    states = [_status(t) for t in _trials(tmp_path / "sw")]
+    run_sweep(tmp_path / "sw", "--grid", "seed=0,1,2", "--workers", "1", "--worker_max_trials", "1", check=0)
+    states = [trial_status(t) for t in trial_dirs(tmp_path / "sw")]
     assert [s["worker"] for s in states] == [1, 2, 3]
     assert len({s["pid"] for s in states}) == 3
 
 
 def test_killed_worker_trial_resumes_on_rerun(tmp_path):
-    long = [o for o in TINY if not o.startswith(("train.steps", "train.checkpoint_every", "train.eval_every"))]
+    long = [o for o in SWEEP_TINY
+            if not o.startswith(("train.steps", "train.checkpoint_every", "train.eval_every"))]
     long += ["train.steps=4000", "train.checkpoint_every=50", "train.eval_every=1000"]
     grid = ("--grid", "seed=0,1")
-    _sweep(tmp_path / "ref", *grid, "--workers", "1", fixed=long, check=0)
+    run_sweep(tmp_path / "ref", *grid, "--workers", "1", fixed=long, check=0)
 
     sw = tmp_path / "sw"
-    cmd = [sys.executable, str(CLI), "--config=configs/adding.py", f"--sweep_dir={sw}", "--no_progress",
+    cmd = [sys.executable, str(SWEEP_CLI), "--config=configs/adding.py", f"--sweep_dir={sw}", "--no_progress",
            "--no_plots", *grid, "--workers", "1"]
     for f in long:
         cmd += ["--set", f]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=REPO, env=sweep_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
     first = None
     while time.time() < deadline:
-        trials = _trials(sw) if sw.is_dir() else []
+        trials = trial_dirs(sw) if sw.is_dir() else []
         if trials and (trials[0] / "status.json").is_file():
             first = trials[0]
             latest = first / "checkpoints" / "latest"
             if latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir()):
                 break
         time.sleep(0.05)
-    assert first is not None and _status(first)["status"] == "running"
-    os.kill(_status(first)["pid"], signal.SIGKILL)
+    assert first is not None and trial_status(first)["status"] == "running"
+    os.kill(trial_status(first)["pid"], signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-3000:]
-    st = _status(first)
+    st = trial_status(first)
     assert st["status"] == "interrupted" and "SIGKILL" in st["error"], st
-    assert _status(_trials(sw)[1])["status"] == "done"  # the sweep went on with a new worker
+    assert trial_status(trial_dirs(sw)[1])["status"] == "done"  # the sweep went on with a new worker
 
-    _sweep(sw, *grid, "--workers", "1", fixed=long, check=0)
-    assert _status(first)["attempts"] == 2
-    for a, b in zip(_trials(tmp_path / "ref"), _trials(sw), strict=True):
+    run_sweep(sw, *grid, "--workers", "1", fixed=long, check=0)
+    assert trial_status(first)["attempts"] == 2
+    for a, b in zip(trial_dirs(tmp_path / "ref"), trial_dirs(sw), strict=True):
         _assert_same_trial(a, b, [*long, f"seed={_result(a)['config']['seed']}"])
 
 
@@ -177,7 +138,7 @@ def test_killed_worker_trial_resumes_on_rerun(tmp_path):
                                   ["--workers", "2", "--executor", "slurm"],
                                   ["--workers", "2", "--worker_max_trials", "0"]])
 def test_bad_workers_values_are_one_line_errors(tmp_path, args, capfd):
-    _assert_refused_in_process(tmp_path / "sw", args, "", capfd)
+    assert_sweep_refused(tmp_path / "sw", args, "", capfd)
     assert not (tmp_path / "sw").exists()
 
 
