@@ -331,10 +331,38 @@ def test_zaremba_schedule_closed_form():
 def test_uniform_init_draws_every_parameter_in_range():
     c = base_config("adding").train
     c.init, c.init_scale = "uniform", 0.05
-    params = {"a": jnp.ones((30, 40)), "b": jnp.ones(40)}
+    params = {"a": jnp.ones((30, 40)), "v": jnp.ones(40), "b": jnp.zeros(40)}
     out = optim.initialize(c, params, jax.random.key(0))
     for leaf in jax.tree.leaves(out):
         assert float(jnp.max(jnp.abs(leaf))) <= 0.05 and float(jnp.std(leaf)) > 0.02
+
+
+@pytest.mark.parametrize("cell", ["lstm", "vanilla", "mogrifier"])
+def test_uniform_init_keeps_the_cells_gate_bias_switches(tmp_path, cell):
+    """Jozefowicz et al. 2015's LSTM-b under Zaremba's uniform init: ``forget_bias=1`` adds 1
+    to the uniformly drawn b_f (it was silently dropped: the draw replaced every parameter).
+    Against the same seed without the switches: b_f differs by exactly 1 (to float rounding),
+    b_i by the input bias where the cell has one, and every other parameter is the same bits."""
+    switches = "forget_bias=1" if cell == "mogrifier" else "forget_bias=1,input_bias=-2"
+
+    def params(cell_string):
+        c = small_config("adding", steps=1, eval_every=1, hidden_size=6, T=10)
+        c.model.cell = cell_string
+        c.train.init, c.train.init_scale = "uniform", 0.1
+        arrays = Trainer(c, tmp_path / cell_string.replace(":", "_"), progress=False).init_state()[0]
+        return dict(jax.tree_util.tree_flatten_with_path(arrays["params"])[0])
+
+    plain, biased = params(cell), params(f"{cell}:{switches}")
+    assert plain.keys() == biased.keys()
+    offsets = {"f": 1.0, "i": 0.0 if cell == "mogrifier" else -2.0}
+    for path, p in plain.items():
+        p, q = np.asarray(p), np.asarray(biased[path])
+        if jax.tree_util.keystr(path).endswith("['b']"):  # gates (i, f, z, o), 6 units each
+            assert np.abs(p).max() <= 0.1
+            expected = p.reshape(4, 6) + np.array([offsets["i"], offsets["f"], 0, 0])[:, None]
+            np.testing.assert_allclose(q.reshape(4, 6), expected, rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(p, q)
 
 
 def test_default_adding_run_reaches_its_criterion_on_a_short_budget(tmp_path):

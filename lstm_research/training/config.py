@@ -47,7 +47,8 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         decay_factor=1.0,       # ... then divide it by this every epoch (plateau: on a plateau)
         plateau_patience=1,     # plateau: evaluations without improvement before decaying
         init="default",         # default (per cell) | uniform | glorot
-        init_scale=0.1,         # uniform: U(-s, s) for every parameter (Zaremba et al. 2014)
+        init_scale=0.1,         # uniform: U(-s, s) for every parameter (Zaremba et al. 2014),
+                                # the cell's gate-bias switches (forget_bias=1) added to b
         input_noise=0.0,        # std of Gaussian noise added to inputs in training (Greff 2015)
         eval_every=0,           # steps between evaluations; 0 = once per epoch (epoch tasks)
         log_every=10,

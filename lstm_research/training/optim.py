@@ -109,22 +109,33 @@ def learning_rate(cfg, step: int, steps_per_epoch: int | None, total_steps: int,
 
 def initialize(cfg, params, key):
     """Re-initialize every parameter by ``train.init``: 'uniform' draws U(-init_scale,
-    init_scale) for all of them (Zaremba et al. 2014); 'glorot' draws Glorot-uniform for every
-    matrix and keeps vectors (biases, peepholes, norms); 'default' keeps each cell's own init (Glorot inputs,
-    orthogonal recurrent weights, forget bias from the cell's ``forget_bias``)."""
+    init_scale) for all of them (Zaremba et al. 2014) and adds the cell's initial gate biases
+    to its biases ``b`` (``forget_bias``, ``input_bias``, ``output_bias``: an LSTM-b of
+    Jozefowicz et al. 2015 is ``lstm:forget_bias=1`` with ``b_f`` drawn U(-s, s) + 1; every cell
+    initializes ``b`` to those switches and zeros, so without them the draw is unchanged);
+    'glorot' draws Glorot-uniform for every matrix and keeps vectors (biases, peepholes, norms);
+    'default' keeps each cell's own init (Glorot inputs, orthogonal recurrent weights, forget
+    bias from the cell's ``forget_bias``)."""
     if cfg.init not in INITS:
         raise UserError(f"train.init={cfg.init!r}; valid: {', '.join(INITS)}")
     if cfg.init == "default":
         return params
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = jax.random.split(key, len(paths))
 
-    def draw(k, p):
+    def draw(k, path, p):
         if cfg.init == "uniform":
-            return jax.random.uniform(k, p.shape, p.dtype, -cfg.init_scale, cfg.init_scale)
+            u = jax.random.uniform(k, p.shape, p.dtype, -cfg.init_scale, cfg.init_scale)
+            return u + p if _is_gate_bias(path) else u
         if p.ndim >= 2:
             s = math.sqrt(6.0 / (p.shape[-2] + p.shape[-1]))
             return jax.random.uniform(k, p.shape, p.dtype, -s, s)
         return p
 
-    return jax.tree.unflatten(treedef, [draw(k, p) for k, p in zip(keys, leaves)])
+    return jax.tree.unflatten(treedef, [draw(k, path, p) for k, (path, p) in zip(keys, paths)])
+
+
+def _is_gate_bias(path) -> bool:
+    """Whether a params path ends in a cell's gate biases ``b`` (see the cells' docstrings)."""
+    last = path[-1] if path else None
+    return getattr(last, "key", None) == "b"
