@@ -349,7 +349,8 @@ def test_uniform_init_keeps_the_cells_gate_bias_switches(tmp_path, cell):
         c = small_config("adding", steps=1, eval_every=1, hidden_size=6, T=10)
         c.model.cell = cell_string
         c.train.init, c.train.init_scale = "uniform", 0.1
-        arrays = Trainer(c, tmp_path / cell_string.replace(":", "_"), progress=False).init_state()[0]
+        workdir = tmp_path / cell_string.replace(":", "_")
+        arrays = Trainer(c, workdir, progress=False).init_state()[0]
         return dict(jax.tree_util.tree_flatten_with_path(arrays["params"])[0])
 
     plain, biased = params(cell), params(f"{cell}:{switches}")
