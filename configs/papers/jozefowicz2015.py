@@ -8,8 +8,8 @@ Tasks: adding (T = 100, Le et al. form, MSE), copy memory (T = 100, cross-entrop
 JSB Chorales (NLL per time step). The paper's finding: bias 1 closes most of the gap between the
 LSTM and the best architectures it found, on most tasks.
 
-The paper searched hyperparameters for each architecture, with every parameter drawn
-uniformly; the closer form here is a random search whose draws are paired across the two biases,
+The paper searched hyperparameters for each architecture (every parameter drawn, as we read it,
+uniformly); the closer form here is a random search whose draws are paired across the two biases,
 under that init (``train.init=uniform`` adds the bias switch to the drawn ``b_f``)::
 
     python experiments/sweep.py --config=configs/papers/jozefowicz2015.py:jsb \
