@@ -99,13 +99,16 @@ def sweep_env():
     return {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
 
 
+def sweep_argv(sweep_dir, *args, fixed=SWEEP_TINY) -> list:
+    """sweep.py's arguments for a sweep of configs/adding.py, ``fixed`` as ``--set`` overrides."""
+    return ["--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
+            "--no_plots", *args, *[a for f in fixed for a in ("--set", f)]]
+
+
 def run_sweep(sweep_dir, *args, fixed=SWEEP_TINY, check=None, env=None, **kw):
-    """``experiments/sweep.py`` on configs/adding.py in a subprocess, ``fixed`` as ``--set``
-    overrides; with ``check``, its exit status must be that."""
-    cmd = [sys.executable, str(SWEEP_CLI), "--config=configs/adding.py", f"--sweep_dir={sweep_dir}",
-           "--no_progress", "--no_plots", *args]
-    for f in fixed:
-        cmd += ["--set", f]
+    """``experiments/sweep.py`` (:func:`sweep_argv`) in a subprocess; with ``check``, its exit
+    status must be that."""
+    cmd = [sys.executable, str(SWEEP_CLI), *sweep_argv(sweep_dir, *args, fixed=fixed)]
     out = subprocess.run(cmd, cwd=REPO, env=env or sweep_env(), capture_output=True, text=True,
                          timeout=600, **kw)
     if check is not None:
@@ -119,9 +122,7 @@ def assert_sweep_refused(sweep_dir, args, needle, capfd):
     ``error: ...`` that contains ``needle``, and exit status 2."""
     capfd.readouterr()
     with contextlib.chdir(REPO):
-        rc = experiment_script("sweep").main([
-            "--config=configs/adding.py", f"--sweep_dir={sweep_dir}", "--no_progress",
-            "--no_plots", *args, *[a for f in SWEEP_TINY for a in ("--set", f)]])
+        rc = experiment_script("sweep").main(sweep_argv(sweep_dir, *args))
     assert_one_error_line(rc, *capfd.readouterr(), needle)
 
 

@@ -16,8 +16,8 @@ import pytest
 from lstm_research.training.checkpoint import Checkpoints
 from lstm_research.training.loop import Trainer
 
-from conftest import (REPO, SWEEP_CLI, SWEEP_TINY, assert_sweep_refused, run_sweep, sweep_env,
-                      trial_dirs, trial_status)
+from conftest import (REPO, SWEEP_CLI, SWEEP_TINY, assert_sweep_refused, run_sweep, sweep_argv,
+                      sweep_env, trial_dirs, trial_status)
 
 TIMING = ("wall_time",)
 
@@ -104,10 +104,7 @@ def test_killed_worker_trial_resumes_on_rerun(tmp_path):
     run_sweep(tmp_path / "ref", *grid, "--workers", "1", fixed=long, check=0)
 
     sw = tmp_path / "sw"
-    cmd = [sys.executable, str(SWEEP_CLI), "--config=configs/adding.py", f"--sweep_dir={sw}", "--no_progress",
-           "--no_plots", *grid, "--workers", "1"]
-    for f in long:
-        cmd += ["--set", f]
+    cmd = [sys.executable, str(SWEEP_CLI), *sweep_argv(sw, *grid, "--workers", "1", fixed=long)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=sweep_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
