@@ -28,6 +28,8 @@ def test_notes_to_pianoroll_hand_example():
     ([[60], [20]], r"note 20 at time step 1 is outside .*21\.\.108"),
     ([[109]], r"note 109 at time step 0"),
     ([[60.5]], r"note 60\.5 .* not an integer"),
+    ([[60], [float("nan")]], r"note nan at time step 1 is not an integer"),
+    ([[float("inf")]], r"note inf at time step 0 is not an integer"),
 ])
 def test_notes_to_pianoroll_rejects_bad_notes(steps, match):
     with pytest.raises(ValueError, match=match):

@@ -115,6 +115,14 @@ def test_adding_hochreiter_second_mark_range_is_uniform_over_first_half():
     marks = d["x"][..., 1]
     all_pos = np.concatenate([np.flatnonzero(m == 1.0) for m in marks])
     assert set(all_pos.tolist()) == set(range(10))
+    # With T = 100, X1 < 10 always, so a mark at 10..49 is X2, the (p - 1)-th of the first
+    # T/2 - 1 = 49 unmarked pairs: each position 10..49 has probability 1/49, none above 49.
+    n, T = 20000, 100
+    marks = syn.adding_problem(rng(6), n, T, variant="hochreiter")["x"][..., 1]
+    late = np.array([np.flatnonzero(m == 1.0).max() for m in marks])
+    assert late.max() == T // 2 - 1
+    counts = np.bincount(late, minlength=T // 2)[10:]
+    assert np.all(np.abs(counts / (n / 49) - 1) < 0.25), counts  # +-0.25 is about 5 sd
 
 
 def test_adding_solved_criterion():
@@ -322,11 +330,18 @@ def test_continual_stream():
         sets = oracle_next_sets(p, continual=True)
         assert sets is not None, p
         expected += sets
-    # the last piece is a prefix of an ERG string: check its allowed sets via the oracle
+    # the last piece is a prefix of an ERG string: a longer stream from the same seed draws the
+    # same strings, so it completes that string, and the oracle gives its allowed sets
     last = pieces[-1]
     assert "".join(ALPHABET[i] for i in x[starts[-1]:].argmax(-1)) == last
+    longer = syn.continual_reber_stream(rng(13), n + 60)["string"]
+    assert longer[:n] == s
+    whole = longer[starts[-1]:longer.index("EB", starts[-1]) + 1]  # up to the outer E
+    sets = oracle_next_sets(whole, continual=True)
+    assert sets is not None and whole.startswith(last), (last, whole)
+    expected += sets[:len(last)]
     expected_all = as_sets(y)
-    assert expected_all[:len(expected)] == expected
+    assert expected_all == expected
     for i, p in enumerate(pieces[:-1]):
         assert expected_all[starts[i] + len(p) - 1] == {"B"}  # after E comes the next B
     for i in range(n - 1):

@@ -18,6 +18,7 @@ the simple API, :func:`jsb_batches` a deterministic, resumable epoch iterator.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from typing import Iterator, Mapping, Sequence
 
@@ -49,7 +50,7 @@ def notes_to_pianoroll(steps: Sequence[Sequence[int]]) -> np.ndarray:
     for t, step in enumerate(steps):
         for note in step:
             if isinstance(note, bool) or not isinstance(note, numbers.Real) or \
-                    note != int(note):
+                    not math.isfinite(note) or note != int(note):
                 raise ValueError(f"note {note!r} at time step {t} is not an integer MIDI number")
             if not MIDI_LOW <= note <= MIDI_HIGH:
                 raise ValueError(f"note {note!r} at time step {t} is outside the 88-key piano "
