@@ -50,7 +50,10 @@ class PennTreebank(Task):
     """Word-level PTB language modeling (Mikolov's 10k split, ``<eos>`` per line) with the
     contiguous batch-major streams and truncated BPTT of Zaremba et al. 2014: the recurrent
     state is carried from batch to batch and reset at the start of each epoch (and of each
-    evaluation). Metric: perplexity = exp(mean NLL per token).
+    evaluation). Metric: perplexity = exp(mean NLL per token). As in Zaremba's reader, an
+    evaluation covers whole [eval_batch_size, bptt] batches only: with 20 streams it scores
+    81,900 of PTB test's 82,429 predictions (0.6% left out); with 1 (the paper config), all
+    but 4.
 
     ``loss_norm``: "sum_time" (Zaremba: the sum over the unrolled steps of the batch-mean NLL;
     lr 1 depends on it) or "mean_token" (mean NLL per token).
