@@ -171,6 +171,25 @@ def test_command_line_of_a_trial():
         "--config.model.bias=True", "--config.model.cell=nig", "--config.train.lr=0.001", "--workdir=/w/x"]
 
 
+def test_choice_values_read_back_the_same_from_sweep_json():
+    # sweep.json stores a random axis as its text; a comma inside a cell string, or a quoted
+    # number, must not come back as other values (it did: the trials of a rerun differed)
+    values = ("lstm:forget_bias=1,peepholes=true", "vanilla", "3", "true", "none", "(1", 3, 0.5,
+              None, True, (1, 2), 'say "hi"', "it's")
+    d = Distribution("choice", values)
+    back = parse_distribution(str(d))
+    assert back == d and [type(a) for a in back.args] == [type(a) for a in values]
+    assert str(parse_distribution("choice(vanilla,nig,3,1e-3)")) == "choice(vanilla,nig,3,0.001)"
+    spec = spec_from_strings("c.py", random=["model.cell=choice('lstm:forget_bias=1,peepholes=true',"
+                                             "vanilla)", "train.lr=loguniform(1e-4,1e-2)"], trials=6)
+    again = SweepSpec.from_dict(spec.to_dict())
+    assert [dict(t.overrides) for t in again.expand()] == [dict(t.overrides) for t in spec.expand()]
+    assert {t.overrides["model.cell"] for t in spec.expand()} == {
+        "lstm:forget_bias=1,peepholes=true", "vanilla"}
+    with pytest.raises(SweepSpecError, match="both quote characters"):
+        str(Distribution("choice", ("a'b\"c",)))
+
+
 def test_spec_dict_round_trip():
     spec = spec_from_strings("c.py", grid=["model.cell=vanilla,nig", "h=(1,2),(3,4)"], zip=["a=1,2", "b=x,y"],
                              random=["train.lr=loguniform(1e-4,1e-2)"], trials=3, sweep_seed=7,

@@ -198,7 +198,23 @@ class Distribution:
         return [int(min(max(x, lo), hi)) for x in xs]
 
     def __str__(self) -> str:
-        return f"{self.kind}({','.join(format_value(a) for a in self.args)})"
+        """The text :func:`parse_distribution` reads back as this distribution (``sweep.json``
+        stores random axes so): a string argument that would read back as something else (a
+        comma-separated cell string, ``'3'``, ``'true'``) is quoted."""
+        return f"{self.kind}({','.join(_format_arg(a) for a in self.args)})"
+
+
+def _format_arg(value: Any) -> str:
+    text = format_value(value)
+    if not isinstance(value, str):
+        return text
+    if not any(c in text for c in ",()[]{}'\"") and parse_value(text) == value:
+        return text
+    quote = "'" if "'" not in value else '"'
+    if quote in value:
+        raise SweepSpecError(f"the choice() value {value!r} holds both quote characters; it "
+                             "cannot be written so that it reads back the same")
+    return f"{quote}{value}{quote}"
 
 
 def _round_sig(x: float, digits: int = 6) -> float:
