@@ -250,6 +250,30 @@ def test_different_spec_is_refused_unless_overwrite_which_reuses_matching_trials
     assert len(list((env / "sweep").glob("sweep.json.*.bak"))) == 1
 
 
+def test_rerun_after_the_config_file_changed_is_refused_naming_the_keys(env):
+    spec = _spec(env, ["model.cell=vanilla,nig"])
+    assert _run(env, spec).ok
+    assert _run(env, spec).ok and len(_starts(env)) == 2  # unchanged: nothing runs again
+    # a comment or a new key is no change; another value of an existing key is
+    (env / "cfg.py").write_text(FAKE_CONFIG.replace("seed=0,", "seed=0,  # edited\n        extra=1,"))
+    assert _run(env, spec).ok and len(_starts(env)) == 2
+    (env / "cfg.py").write_text(FAKE_CONFIG.replace("hidden_size=8", "hidden_size=16"))
+    with pytest.raises(SweepDirError, match=r"ran another config.*model\.hidden_size: 8 -> 16.*--overwrite"):
+        _run(env, spec)
+    # a sweep.json written before trial configs were kept records it on the next run
+    meta = json.loads((env / "sweep" / "sweep.json").read_text())
+    assert meta["trial_config"]["model"]["hidden_size"] == 8
+    assert _run(env, spec, overwrite=True).ok and len(_starts(env)) == 2  # done trials kept
+    meta = json.loads((env / "sweep" / "sweep.json").read_text())
+    assert meta["trial_config"]["model"]["hidden_size"] == 16
+    del meta["trial_config"]
+    (env / "sweep" / "sweep.json").write_text(json.dumps(meta))
+    (env / "cfg.py").write_text(FAKE_CONFIG.replace("hidden_size=8", "hidden_size=32"))
+    assert _run(env, spec).ok
+    meta = json.loads((env / "sweep" / "sweep.json").read_text())
+    assert meta["trial_config"]["model"]["hidden_size"] == 32
+
+
 def test_restore_results_resumes_a_sweep_whose_directory_is_gone(env):
     spec = _spec(env, ["model.cell=vanilla,nig,cifg"], "fake.fail_cell=nig")
     first = _run(env, spec)

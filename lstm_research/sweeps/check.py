@@ -76,8 +76,15 @@ def load_trial_config(config: str, cwd: Path | str):
     return cfg
 
 
-def check_spec(spec: SweepSpec, cwd: Path | str) -> None:
-    """Raises :class:`SweepSpecError` (one line) unless every trial of ``spec`` fits its config."""
+def check_spec(spec: SweepSpec, cwd: Path | str) -> dict:
+    """Raises :class:`SweepSpecError` (one line) unless every trial of ``spec`` fits its config.
+
+    Returns the trials' common config (the config file's, with ``--set`` applied) as plain JSON
+    values: ``sweep.json`` keeps it, so a rerun after the file or the library's defaults changed
+    is noticed (``sweepdir.prepare_sweep_dir``).
+    """
+    import json
+
     import ml_collections
 
     config = load_trial_config(spec.config, cwd)
@@ -94,6 +101,8 @@ def check_spec(spec: SweepSpec, cwd: Path | str) -> None:
             applied = apply_overrides(config, [*fixed, f"--config.{key}={format_value(value)}"], flag, spec.config)
             if key == CELL_KEY:
                 _check_cell(value, applied, flag)
+    base = apply_overrides(config, fixed, "--set", spec.config)
+    return json.loads(base.to_json_best_effort(sort_keys=True))
 
 
 def _sources(spec: SweepSpec) -> dict[str, str]:

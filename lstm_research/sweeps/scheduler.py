@@ -350,7 +350,7 @@ def run_sweep(
             "'python run.py --config=... --workdir=...' from the repo root -- pass --entry/--cwd otherwise")
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise UserError(f"--sweep_dir {sweep_dir} is a file; pass a directory")
-    check_spec(spec, cwd)  # every key and value against the trial config, before anything is written
+    trial_config = check_spec(spec, cwd)  # every key and value, before anything is written
     if pack:  # trials that cannot share a program are refused before anything is written too
         plan_packs(spec, sweep_dir, spec.run_order(spec.expand()), int(pack), cwd)
     restored = restorable_rows(restore_from, spec.expand()) if restore_from is not None else []
@@ -364,7 +364,7 @@ def run_sweep(
         full_env.setdefault("JAX_COMPILATION_CACHE_DIR", str(sweep_dir / ".jax_cache"))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with sweep_lock(sweep_dir):
-        trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite)
+        trials = prepare_sweep_dir(spec, sweep_dir, overwrite=overwrite, trial_config=trial_config)
         if restore_from is not None:
             n = restore_results(sweep_dir, restored, str(restore_from))
             tqdm.write(f"[sweep] restored {n} done trials from {restore_from}", file=sys.stderr)

@@ -18,7 +18,8 @@ sees the same ``trials`` hyper-parameter settings). Each random axis has its own
 
 Each trial gets a stable, filesystem-safe directory name ``<index>_<k=v,...>_<hash8>``; the hash covers
 the config path and all of the trial's overrides (fixed and swept), so re-running the same sweep maps to
-the same directories.
+the same directories. (Not the config file's contents: ``sweep.json`` keeps the resolved config, and
+``sweepdir.prepare_sweep_dir`` refuses a rerun that changed it.)
 
 Command-line strings (see :func:`spec_from_strings`)::
 

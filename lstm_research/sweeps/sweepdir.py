@@ -152,12 +152,18 @@ def _spec_diff(old: Mapping, new: Mapping) -> str:
                      != json.dumps(new.get(k), sort_keys=True, default=str))
 
 
-def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path | str, *, overwrite: bool = False) -> list[Trial]:
+def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path | str, *, overwrite: bool = False,
+                      trial_config: Mapping | None = None) -> list[Trial]:
     """Creates/validates ``sweep.json``; returns the expanded trials.
 
     A sweep dir holding a different spec is refused unless ``overwrite``; then the old sweep.json is
     kept as ``sweep.json.<time>.bak``, nothing else is deleted, and trial dirs whose hash (config +
     overrides) reappears under a new index are renamed so their results/checkpoints are reused.
+
+    ``trial_config`` (the trials' common config, ``check.check_spec``'s result) is kept in
+    ``sweep.json``. A rerun whose config file or library defaults now give other values is
+    refused unless ``overwrite``, naming the keys: its done trials ran the old values. (A key
+    that is new in the config is not a change; a sweep.json without it records it.)
     """
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +174,15 @@ def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path | str, *, overwrite: bool
     if old is not None:
         old_spec = json.loads(json.dumps(old.get("spec"), sort_keys=True, default=str))
         if old_spec == new_spec:
+            changes = _config_changes(old.get("trial_config"), trial_config)
+            if changes and not overwrite:
+                raise SweepDirError(
+                    f"{sweep_dir}'s trials ran another config than {spec.config} gives now: "
+                    f"{changes} (the config file or the library's defaults changed). Restore it, "
+                    "use another --sweep_dir, or --overwrite to keep the done trials and run the "
+                    "rest with the new values")
+            if trial_config is not None and (changes or "trial_config" not in old):
+                write_json(path, {**old, "trial_config": trial_config})
             return trials
         if not overwrite:
             raise SweepDirError(
@@ -182,9 +197,25 @@ def prepare_sweep_dir(spec: SweepSpec, sweep_dir: Path | str, *, overwrite: bool
             raise SweepDirError(
                 f"{sweep_dir} is not empty and has no {SWEEP_JSON}; refusing to run a sweep in it "
                 "(use --overwrite to do it anyway)")
-    write_json(path, {"version": 1, "created": now(), "spec": new_spec,
-                      "trials": [t.to_dict() for t in trials]})
+    meta = {"version": 1, "created": now(), "spec": new_spec, "trials": [t.to_dict() for t in trials]}
+    if trial_config is not None:
+        meta["trial_config"] = trial_config
+    write_json(path, meta)
     return trials
+
+
+def _config_changes(old: Mapping | None, new: Mapping | None, prefix: str = "") -> str:
+    """``"key: old -> new; ..."`` for the keys of ``old`` whose value ``new`` changed or lost."""
+    if old is None or new is None:
+        return ""
+    out = []
+    for k in sorted(old):
+        name, a, b = f"{prefix}{k}", old[k], new.get(k, "(gone)")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.append(_config_changes(a, b, f"{name}."))
+        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            out.append(f"{name}: {json.dumps(a)} -> {json.dumps(b)}")
+    return "; ".join(c for c in out if c)
 
 
 def _adopt_trial_dirs(sweep_dir: Path, trials: Sequence[Trial]) -> None:
