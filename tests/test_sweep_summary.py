@@ -259,6 +259,34 @@ def test_top_fraction_analysis_ranks_by_validation(tmp_path):
         top_rows(rows, metric="nll", keys=["model.cell"], fraction=0)
 
 
+def test_top_rows_rank_on_validation_and_count_diverged_trials():
+    """Valid and test orders disagree here, so ranking on test (or in the wrong direction) gives
+    other rows. A diverged trial (exit 3, or diverged in its pack) counts in its group's size as
+    its worst; a trial that failed otherwise (exit 1) or is unfinished does not."""
+    from lstm_research.sweeps.summary import top_rows
+
+    def row(cell, valid, test, status="done", rc=0, error=None):
+        return {"model.cell": cell, "status": status, "valid_nll": valid, "test_nll": test,
+                "returncode": rc, "error": error}
+
+    rows = [row("a", v, 10 - v) for v in range(10)]                 # 10 done
+    rows += [row("b", v, 10 - v) for v in range(4)]                 # 4 done ...
+    rows += [row("b", None, None, "failed", 3, "exited with code 3: non-finite loss")] * 4
+    rows += [row("b", None, None, "failed", None, "diverged in its pack: nan")] * 2  # ... 6 diverged
+    rows += [row("c", v, 10 - v) for v in range(4)]                 # 4 done ...
+    rows += [row("c", None, None, "failed", 1, "exited with code 1: boom")] * 6
+    rows += [row("c", None, None, "pending")] * 3                   # ... none diverged
+    pick = {}
+    for r in top_rows(rows, metric="nll", keys=["model.cell"], fraction=0.3):
+        pick.setdefault(r["model.cell"], []).append(r["valid_nll"])
+    # a: ceil(0.3 * 10) = 3 lowest valid; b: ceil(0.3 * 10) = 3 of its 4 finished; c: max(2, 2)
+    assert pick == {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0, 1]}
+    higher = top_rows(rows, metric="nll", keys=["model.cell"], fraction=0.3, lower_is_better=False)
+    assert [r["valid_nll"] for r in higher if r["model.cell"] == "a"] == [9, 8, 7]
+    every = top_rows(rows, metric="nll", keys=["model.cell"], fraction=0.9)
+    assert sum(r["model.cell"] == "b" for r in every) == 4  # ceil(9) > 4 finished: all of them
+
+
 def test_sign_test_on_paired_draws_closed_form():
     """11 draws shared by two variants: one tie, the other worse on 9 of the remaining 10. Two-sided
     sign test by hand: P(X >= 9 | n=10, 1/2) = 11/1024, doubled."""

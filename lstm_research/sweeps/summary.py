@@ -39,6 +39,7 @@ __all__ = [
     "GroupStats",
     "collect_results",
     "describe",
+    "diverged",
     "group_key_for",
     "group_stats",
     "holm",
@@ -89,9 +90,14 @@ def resolve_baseline(labels: Sequence[str], keys: Sequence[str], baseline: str |
 
 def top_rows(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], fraction: float,
              lower_is_better: bool = True) -> list[Mapping]:
-    """The best ``fraction`` of each group's finished trials (at least 2 where a group has 2),
+    """The best ``fraction`` of each group's trials (at least 2 where a group has 2 finished),
     ranked by *validation* ``metric`` so the test numbers reported for them are not selected on
-    (Greff et al. 2015 analyze the top 10% of each variant's random-search trials)."""
+    (Greff et al. 2015 analyze the top 10% of each variant's random-search trials).
+
+    The fraction is of the finished and the diverged trials (:func:`diverged`): a diverged
+    trial ranks last, so a group whose trials diverge more does not get its top 10% from fewer
+    trials than the others. Trials that failed otherwise (a crash, a kill) or have not finished
+    do not count."""
     if not 0 < fraction <= 1:
         raise UserError(f"--top must be a fraction in (0, 1], e.g. 0.1, got {fraction}")
     out = []
@@ -99,9 +105,17 @@ def top_rows(rows: Sequence[Mapping], *, metric: str, keys: Sequence[str], fract
         done = [r for r in rs if r["status"] == "done" and is_num(r.get(f"valid_{metric}"))
                 and is_num(r.get(f"test_{metric}"))]
         done.sort(key=lambda r: r[f"valid_{metric}"], reverse=not lower_is_better)
-        k = min(len(done), max(2, math.ceil(fraction * len(done))))
+        n = len(done) + sum(diverged(r) for r in rs)
+        k = min(len(done), max(2, math.ceil(fraction * n)))
         out += done[:k]
     return out
+
+
+def diverged(row: Mapping) -> bool:
+    """A failed trial whose loss or parameters became NaN/inf: run.py's exit status 3, or a
+    trial that diverged inside its pack."""
+    return row["status"] == "failed" and (
+        row.get("returncode") == 3 or str(row.get("error") or "").startswith("diverged in its pack"))
 
 
 class GroupStats(dict):
