@@ -12,7 +12,8 @@ from lstm_research.layers import Stack
 
 
 @pytest.mark.parametrize("cell,layers,masked", [("lstm", 3, True), ("lstm", 2, False),
-                                                ("gru", 2, True), ("nfg", 1, True)])
+                                                ("gru", 2, True), ("nfg", 1, True),
+                                                ("mlstm", 2, True)])
 def test_wavefront_equals_the_layers_one_after_the_other(cell, layers, masked):
     c = cells.get(cell, 6)
     ref = Stack(c, num_layers=layers, fused=False)

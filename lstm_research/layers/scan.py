@@ -184,8 +184,8 @@ def wavefront_scan(cell: Cell, layer_params: list, xs: jax.Array, carries: list,
     ys)."""
     L, (T, B) = len(layer_params), xs.shape[:2]
     valid = valid_mask(lengths, T)
-    px = cell.project(layer_params[0], xs)
-    px = jnp.concatenate([px, jnp.zeros((L - 1, *px.shape[1:]), px.dtype)])
+    px = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros((L - 1, *a.shape[1:]), a.dtype)]),
+                      cell.project(layer_params[0], xs))  # (mLSTM's projection is a dict)
 
     def body(state, inp):
         carries, below = state  # below[l]: layer l's output at the step before
