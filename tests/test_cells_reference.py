@@ -17,6 +17,7 @@ import pytest
 
 from lstm_research import cells
 from lstm_research.layers import Stack
+from lstm_research.layers.scan import scan as scan_over_time
 from lstm_research.training import steps
 
 from conftest import fast_jit
@@ -119,7 +120,7 @@ def lstm_case(name, switches, draw):
     g_act, h_act = ACT[m["g"]], ACT[m["h"]]
     clipped = []
 
-    def reference(xs, carry):
+    def reference(xs, carry, mask=None):
         c, y = carry["c"], carry["h"]
         prev = None
         if m["fgr"]:
@@ -127,17 +128,18 @@ def lstm_case(name, switches, draw):
         ys = []
         for t in range(xs.shape[1]):
             x = xs[:, t]
+            y_in = y if mask is None else y * mask  # Gal & Ghahramani: dropout on y into R
             if m["ln"]:
                 # Ba et al. eq. 20: LN(W_h h) + LN(W_x x) + b, each LN over all gates at once
                 ax = np.concatenate([x @ W[g] for g in gates], -1)
-                ah = np.concatenate([y @ R[g] for g in gates], -1)
+                ah = np.concatenate([y_in @ R[g] for g in gates], -1)
                 ax = dict(zip(gates, np.split(layer_norm(ax, cat(ln["x"][0]), cat(ln["x"][1])),
                                               len(gates), -1)))
                 ah = dict(zip(gates, np.split(layer_norm(ah, cat(ln["h"][0]), cat(ln["h"][1])),
                                               len(gates), -1)))
                 pre = {g: ax[g] + ah[g] + bias[g] for g in gates}
             else:
-                pre = {g: x @ W[g] + y @ R[g] + bias[g] for g in gates}
+                pre = {g: x @ W[g] + y_in @ R[g] + bias[g] for g in gates}
             if m["fgr"]:  # sum over all gates' previous activations
                 for a in "ifo":
                     pre[a] = pre[a] + sum(prev[b] @ Rg[b, a] for b in "ifo")
@@ -184,17 +186,20 @@ def gru_case(name, switches, draw):
     if reset_after:
         params["b_hn"] = b_hn
 
-    def reference(xs, carry):
+    def reference(xs, carry, mask=None):
         h = carry["h"]
         ys = []
         for t in range(xs.shape[1]):
             x = xs[:, t]
-            r = sigmoid(x @ W["r"] + h @ U["r"] + bias["r"])
-            u = sigmoid(x @ W["u"] + h @ U["u"] + bias["u"])
+            # Gal & Ghahramani 2016's GRU: dropout on h where U multiplies it; the state
+            # update below keeps the unmasked h
+            hd = h if mask is None else h * mask
+            r = sigmoid(x @ W["r"] + hd @ U["r"] + bias["r"])
+            u = sigmoid(x @ W["u"] + hd @ U["u"] + bias["u"])
             if reset_after:   # PyTorch / cuDNN
-                n = np.tanh(x @ W["n"] + bias["n"] + r * (h @ U["n"] + b_hn))
+                n = np.tanh(x @ W["n"] + bias["n"] + r * (hd @ U["n"] + b_hn))
             else:             # Cho et al. eq. 8: reset before U
-                n = np.tanh(x @ W["n"] + (r * h) @ U["n"] + bias["n"])
+                n = np.tanh(x @ W["n"] + (r * hd) @ U["n"] + bias["n"])
             h = u * h + (1 - u) * n
             ys.append(h)
         return np.stack(ys, 1), {"h": h}
@@ -205,10 +210,10 @@ def gru_case(name, switches, draw):
 def elman_case(name, switches, draw):
     W, U, b = draw(I, H), draw(H, H), draw(H)
 
-    def reference(xs, carry):
+    def reference(xs, carry, mask=None):
         h, ys = carry["h"], []
         for t in range(xs.shape[1]):
-            h = np.tanh(xs[:, t] @ W + h @ U + b)
+            h = np.tanh(xs[:, t] @ W + (h if mask is None else h * mask) @ U + b)
             ys.append(h)
         return np.stack(ys, 1), {"h": h}
 
@@ -231,12 +236,12 @@ def mogrifier_case(name, switches, draw):
               "mog_q": np.stack([Q[i].T for i in sorted(Q)]) if Q else np.zeros((0, H, I)),
               "mog_r": np.stack([Rm[i].T for i in sorted(Rm)]) if Rm else np.zeros((0, I, H))}
 
-    def reference(xs, carry):
+    def reference(xs, carry, mask=None):
         c, h_prev = carry["c"], carry["h"]
         ys = []
         for t in range(xs.shape[1]):
             xm = {-1: xs[:, t]}
-            hm = {0: h_prev}
+            hm = {0: h_prev if mask is None else h_prev * mask}  # h_{t-1} enters only weights
             for i in range(1, rounds + 1):
                 if i % 2:   # x^i = 2 σ(Q^i h^{i-1}) ⊙ x^{i-2}
                     hm[i] = hm[i - 1]
@@ -268,11 +273,12 @@ def slstm_case(name, switches, draw):
     params = {k: np.concatenate([d[g] for g in "ifzo"], -1)
               for k, d in (("w_x", W), ("w_h", R), ("b", bias))}
 
-    def reference(xs, carry):
+    def reference(xs, carry, mask=None):
         c, n, h, m = carry["c"], carry["n"], carry["h"], carry["m"]
         ys = []
         for t in range(xs.shape[1]):
-            pre = {g: xs[:, t] @ W[g] + h @ R[g] + bias[g] for g in "ifzo"}
+            h_in = h if mask is None else h * mask
+            pre = {g: xs[:, t] @ W[g] + h_in @ R[g] + bias[g] for g in "ifzo"}
             i = np.exp(pre["i"])                                   # eq. 11 (exp input gate)
             f = np.exp(log_forget(pre["f"], kind))                 # eq. 12 (σ or exp)
             z, o = np.tanh(pre["z"]), sigmoid(pre["o"])
@@ -451,6 +457,33 @@ def test_cell_matches_paper_equations(case):
         outs.append(y)
     np.testing.assert_allclose(np.stack(outs, 1), ys_ref, rtol=RTOL, atol=ATOL)
     compare_carry(name, carry, final_ref)
+
+
+# --- variational recurrent dropout (Gal & Ghahramani 2016) ----------------------------------
+RECURRENT_CASES = [c for c in all_cases() if cells.get(c[0], H, **c[1]).recurrent_key]
+
+
+@pytest.mark.parametrize("case", RECURRENT_CASES, ids=case_id)
+def test_recurrent_dropout_masks_the_state_where_it_enters_the_recurrent_weights(case):
+    """One mask for all steps, on h_{t-1} in its products with the recurrent weights only: the
+    GRU's update u h_{t-1} + (1 - u) n keeps the unmasked state. Every path (fused or not)."""
+    name, switches = case
+    seed = zlib.crc32(("mask" + case_id(case)).encode())
+    cell, params, carry0, xs, reference, _ = build(name, switches, seed)
+    p32, c32, x32 = f32(params), f32(carry0), f32(xs)
+    width = c32[cell.recurrent_key].shape[-1]
+    mask = f32((np.random.default_rng(seed).random((B, width)) < 0.6) / 0.6)
+    assert mask.min() == 0 and mask.max() > 1
+    ys_ref, final_ref = reference(f64(x32), f64(c32), mask=f64(mask))
+    ys_plain, _ = reference(f64(x32), f64(c32))
+    assert np.abs(ys_ref - ys_plain).max() > 1e-2  # the mask matters here
+    for fused in (False, "auto"):
+        run = fast_jit(lambda p, x, c, m: scan_over_time(cell, p, x, c, recurrent_mask=m,
+                                                         fused=fused))
+        carry, ys = run(p32, jnp.swapaxes(x32, 0, 1), c32, mask)
+        np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), ys_ref, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"fused={fused}")
+        compare_carry(name, carry, final_ref)
 
 
 # --- minLSTM / minGRU: the parallel (associative scan) form equals the sequential one --------

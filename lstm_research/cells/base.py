@@ -113,6 +113,16 @@ class Cell:
     def recur(self, params: Params, carry: Carry, px) -> tuple[Carry, jax.Array]:
         raise NotImplementedError
 
+    def recur_dropped(self, params: Params, carry: Carry, px,
+                      mask: jax.Array) -> tuple[Carry, jax.Array]:
+        """``recur`` under variational recurrent dropout (Gal & Ghahramani 2016): ``mask``
+        multiplies ``carry[recurrent_key]`` where it enters the recurrent weights. Here the
+        entry is masked before the step, which is that for a cell that uses it only through its
+        recurrent weights; a cell that also carries it forward elementwise (the GRU's
+        ``h_t = u_t h_{t-1} + ...``) overrides this, so dropout does not erase its memory."""
+        key = self.recurrent_key
+        return self.recur(params, {**carry, key: carry[key] * mask}, px)
+
     def recur_gates(self, params: Params, carry: Carry,
                     px) -> tuple[Carry, jax.Array, dict[str, jax.Array]]:
         """``recur`` plus the step's gate activations ``{gate name: [..., H]}`` (each in [0, 1]),

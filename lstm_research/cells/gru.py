@@ -55,19 +55,29 @@ class GRU(base.Cell):
 
     def recur_gates(self, params, carry, px):
         """The step, and its gates ``r`` (reset) and ``u`` (update)."""
-        h = carry["h"]
+        return self._step(params, carry["h"], carry["h"], px)
+
+    def recur_dropped(self, params, carry, px, mask):
+        """Recurrent dropout masks ``h_{t-1}`` in the products with ``w_h`` only; the update
+        ``h_t = u_t h_{t-1} + (1 - u_t) n_t`` keeps the unmasked state (Gal & Ghahramani
+        2016's GRU; Keras's ``recurrent_dropout``)."""
+        carry, h, _ = self._step(params, carry["h"], carry["h"] * mask, px)
+        return carry, h
+
+    def _step(self, params, h, h_in, px):
+        """One step from state ``h``, with ``h_in`` (``h``, or ``h`` masked) into ``w_h``."""
         H = self.hidden_size
         x_r, x_u, x_n = jnp.split(px, 3, axis=-1)
         if self.reset_after:
-            h_r, h_u, h_n = jnp.split(h @ params["w_h"], 3, axis=-1)
+            h_r, h_u, h_n = jnp.split(h_in @ params["w_h"], 3, axis=-1)
             r = jax.nn.sigmoid(x_r + h_r)
             u = jax.nn.sigmoid(x_u + h_u)
             n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
         else:
-            h_r, h_u = jnp.split(h @ params["w_h"][:, :2 * H], 2, axis=-1)
+            h_r, h_u = jnp.split(h_in @ params["w_h"][:, :2 * H], 2, axis=-1)
             r = jax.nn.sigmoid(x_r + h_r)
             u = jax.nn.sigmoid(x_u + h_u)
-            n = jnp.tanh(x_n + (r * h) @ params["w_h"][:, 2 * H:])
+            n = jnp.tanh(x_n + (r * h_in) @ params["w_h"][:, 2 * H:])
         h = u * h + (1.0 - u) * n
         return {"h": h}, h, {"r": r, "u": u}
 

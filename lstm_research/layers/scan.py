@@ -63,8 +63,9 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     * ``reverse``: process each sequence from its own last step back to its first (outputs are
       returned in the original time order).
     * ``recurrent_mask`` [B, H]: variational dropout mask (Gal & Ghahramani 2016), multiplied
-      into the recurrent state (``cell.recurrent_key``) before every step; the same mask at
-      every step.
+      into the recurrent state (``cell.recurrent_key``) where it enters the recurrent weights
+      (``cell.recur_dropped``; the GRU's state update keeps the unmasked state); the same mask
+      at every step.
     * ``zoneout``: float or {carry key: rate} (Krueger et al. 2017); needs ``key`` when training.
     * ``parallel``: use the cell's parallel-over-time form (minLSTM, minGRU).
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
@@ -152,10 +153,10 @@ def _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout, key, 
 
     def body(c, inp):
         t, px_t = inp[0], inp[1]
-        c_in = c
-        if recurrent_mask is not None:
-            c_in = {**c, cell.recurrent_key: c[cell.recurrent_key] * recurrent_mask}
-        new, y = cell.recur(params, c_in, px_t)
+        if recurrent_mask is None:
+            new, y = cell.recur(params, c, px_t)
+        else:
+            new, y = cell.recur_dropped(params, c, px_t, recurrent_mask)
         if rates:
             step_key = prng.fold_in(key, t) if train else None
             new = {k: zoneout_update(c[k], v, rates.get(k, 0.0), step_key, i, train)
