@@ -40,8 +40,9 @@ class Stack:
     * ``dropout``: on the outputs of every layer but the last (the non-recurrent connections
       between layers, Zaremba et al. 2014), a fresh mask per time step;
     * ``input_dropout``: variational dropout on each layer's input, one mask per sequence;
-    * ``recurrent_dropout``: variational dropout on the recurrent state h (Gal & Ghahramani
-      2016), one mask per sequence and layer;
+    * ``recurrent_dropout``: variational dropout on the recurrent state h where it enters the
+      recurrent weights (Gal & Ghahramani 2016; the GRU's state update keeps the unmasked h),
+      one mask per sequence and layer;
     * ``zoneout``: zoneout on the carry (Krueger et al. 2017), a float or {carry key: rate}.
 
     How each layer runs over time (same results up to float rounding; speed and memory differ):
