@@ -54,6 +54,21 @@ def test_padded_batch_equals_each_sequence_alone(name, parallel):
                                                atol=1e-6, err_msg=f"layer {layer} {d} {k}")
 
 
+@pytest.mark.parametrize("fused", [False, "auto"])
+def test_a_length_above_T_counts_as_T_in_both_directions(fused):
+    # the backward direction read past the end (NaN) while the forward one stopped at T
+    stack = Stack(cells.get("vanilla", H), bidirectional=True, fused=fused)
+    params = randomize(lambda: stack.init(jax.random.key(0), I), seed=1)
+    xs = inputs(3)
+    run = fast_jit(lambda p, x, lengths: stack.apply(p, x, lengths=lengths))
+    over = jnp.array([T + 2, *LENGTHS[1:]])
+    ys, carries = run(params, xs, over)
+    ys_t, carries_t = run(params, xs, jnp.minimum(over, T))
+    assert np.all(np.isfinite(np.asarray(ys)))
+    for a, b in zip(jax.tree.leaves((ys, carries)), jax.tree.leaves((ys_t, carries_t))):
+        np.testing.assert_array_equal(a, b)
+
+
 # --- (b) the ablation switches, read off the carries -----------------------------------------
 PRESENT = {"vanilla": "ifzo", "nig": "fzo", "nfg": "izo", "nog": "ifz", "niaf": "ifzo",
            "noaf": "ifzo", "np": "ifzo", "cifg": "izo", "fgr": "ifzo"}

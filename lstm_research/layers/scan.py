@@ -37,7 +37,8 @@ def reverse_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
         return xs[::-1]
     T = xs.shape[0]
     t = jnp.arange(T)[:, None]
-    idx = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # [T, B]
+    lengths = jnp.minimum(lengths, T)[None, :]  # a length above T is T, as in valid_mask
+    idx = jnp.where(t < lengths, lengths - 1 - t, t)  # [T, B]
     idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
     return jnp.take_along_axis(xs, idx, axis=0)
 
@@ -59,7 +60,7 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
     """Run ``cell`` over time-major ``xs`` [T, B, I] from ``carry``; return (final carry, ys).
 
     * ``lengths`` [B]: steps at t >= lengths[b] leave the carry unchanged and output zeros; the
-      final carry is each sequence's state at its own end.
+      final carry is each sequence's state at its own end (a length above T counts as T).
     * ``reverse``: process each sequence from its own last step back to its first (outputs are
       returned in the original time order).
     * ``recurrent_mask`` [B, H]: variational dropout mask (Gal & Ghahramani 2016), multiplied
