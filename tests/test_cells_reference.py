@@ -459,6 +459,21 @@ def test_cell_matches_paper_equations(case):
     compare_carry(name, carry, final_ref)
 
 
+@pytest.mark.parametrize("kind", ["sigmoid", "exp"])
+def test_slstm_first_step_from_the_empty_state_is_finite_for_any_input_gate(kind):
+    # from c = n = 0 the unstabilized h_1 = o (i z) / i = o z, however small i = exp(i~) is;
+    # with m_1 = max(log f, i~), exp(i~ - m_1) underflowed to 0 below i~ = -100: h = 0/0
+    cell = cells.get("slstm", 2, forget_activation=kind)
+    for i_pre in (-80.0, -120.0, -300.0):
+        p = {"w_x": jnp.zeros((1, 8)), "w_h": jnp.zeros((2, 8)),  # b: gate blocks (i, f, z, o)
+             "b": jnp.array([i_pre, i_pre, 0.5, 0.5, 1.0, 1.0, 2.0, 2.0])}
+        carry, h = cell.step(p, cell.initial_carry((1,)), jnp.zeros((1, 1)))
+        np.testing.assert_allclose(h, np.full((1, 2), sigmoid(2.0) * np.tanh(1.0)), rtol=1e-6)
+        grads = jax.grad(lambda p: jnp.sum(cell.step(p, cell.initial_carry((1,)),
+                                                     jnp.ones((1, 1)))[1]))(p)
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
 # --- variational recurrent dropout (Gal & Ghahramani 2016) ----------------------------------
 RECURRENT_CASES = [c for c in all_cases() if cells.get(c[0], H, **c[1]).recurrent_key]
 

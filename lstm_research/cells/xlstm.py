@@ -26,7 +26,7 @@ class SLSTM(base.Cell):
     Pre-activations ``a~ = W_a x_t + R_a h_{t-1} + b_a`` for a in (i, f, z, o), then (eq. 8-17)::
 
         z_t = tanh(z~),  o_t = s(o~),  log f_t = f~ (exp) or log s(f~) (sigmoid)
-        m_t = max(log f_t + m_{t-1}, i~)                     stabilizer
+        m_t = max(log f_t + m_{t-1}, i~)                     stabilizer (i~ where n_{t-1} = 0)
         i'_t = exp(i~ - m_t),  f'_t = exp(log f_t + m_{t-1} - m_t)
         c_t = f'_t c_{t-1} + i'_t z_t                         cell state
         n_t = f'_t n_{t-1} + i'_t                             normalizer state
@@ -69,9 +69,12 @@ class SLSTM(base.Cell):
     def recur(self, params, carry, px):
         i_pre, f_pre, z_pre, o_pre = jnp.split(px + carry["h"] @ params["w_h"], 4, axis=-1)
         log_f = _log_forget(f_pre, self.forget_activation)
-        m = jnp.maximum(log_f + carry["m"], i_pre)
+        # from an empty normalizer (the initial state) m_t = i~, as the official code does: with
+        # max(log f, i~) a tiny exp(i~ - m) underflowed to n_t = 0 and h_t = 0/0
+        empty = carry["n"] == 0
+        m = jnp.where(empty, i_pre, jnp.maximum(log_f + carry["m"], i_pre))
         i = jnp.exp(i_pre - m)
-        f = jnp.exp(log_f + carry["m"] - m)
+        f = jnp.where(empty, 0.0, jnp.exp(jnp.where(empty, 0.0, log_f + carry["m"] - m)))
         c = f * carry["c"] + i * jnp.tanh(z_pre)
         n = f * carry["n"] + i
         h = jax.nn.sigmoid(o_pre) * c / n
