@@ -11,7 +11,7 @@ import pytest
 from lstm_research import cells
 from lstm_research.cells import CellConfigError
 from lstm_research.errors import UserError
-from lstm_research.layers import Stack
+from lstm_research.layers import Stack, scan
 
 from conftest import fast_jit
 
@@ -467,3 +467,22 @@ def test_zoneout_refused_where_it_has_no_meaning_and_checked():
         Stack(cells.get("lstm", 4), zoneout={"n": 0.1})
     with pytest.raises(ValueError, match="must be in"):
         Stack(cells.get("gru", 4), zoneout=1.5)
+
+
+def test_scan_applies_a_zoneout_float_to_the_cells_zoneout_keys_only():
+    # scan() itself, not only Stack: a float zoned every carry entry (FGR's gates, sLSTM's n, m)
+    xs = inputs(4, (T, B, I))
+    slstm = cells.get("slstm", H)
+    with pytest.raises(ValueError, match="zoneout is not defined for cell 'slstm'"):
+        scan(slstm, slstm.init(jax.random.key(0), I), xs, slstm.initial_carry((B,)),
+             zoneout=0.3, key=jax.random.key(0), train=True)
+    cell = cells.get("fgr", H)
+    params = randomize(lambda: cell.init(jax.random.key(0), I), seed=2)
+    carry = _carry(cell, 5)
+    key = jax.random.key(1)
+    zoned, _ = scan(cell, params, xs, carry, zoneout=0.5, key=key, train=True)
+    by_key, _ = scan(cell, params, xs, carry, zoneout={"c": 0.5, "h": 0.5}, key=key, train=True)
+    plain, _ = scan(cell, params, xs, carry)
+    for k in zoned:
+        np.testing.assert_array_equal(zoned[k], by_key[k])
+    assert not np.allclose(zoned["c"], plain["c"])

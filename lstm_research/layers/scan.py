@@ -43,6 +43,27 @@ def reverse_sequences(xs: jax.Array, lengths: jax.Array | None) -> jax.Array:
     return jnp.take_along_axis(xs, idx, axis=0)
 
 
+def zoneout_rates(cell: Cell, zoneout) -> dict | None:
+    """``zoneout`` (a float, or {carry key: rate}) as {carry key: rate} over the cell's
+    ``zoneout_keys`` (a float applies to each); None for no zoneout. UserError for a cell
+    without such keys, another key, or a rate outside [0, 1)."""
+    if not zoneout:
+        return None
+    keys = cell.zoneout_keys
+    if not keys:
+        raise UserError(f"zoneout is not defined for cell {cell.name!r}: its state "
+                        "entries are not meaningful unit by unit")
+    rates = dict(zoneout) if isinstance(zoneout, dict) else {k: zoneout for k in keys}
+    bad = sorted(set(rates) - set(keys))
+    if bad:
+        raise UserError(f"zoneout keys {bad} are not zoneable carry entries of cell "
+                        f"{cell.name!r}; valid: {list(keys)}")
+    for k, r in rates.items():
+        if not 0.0 <= r < 1.0:
+            raise UserError(f"zoneout rate for {k!r} must be in [0, 1), got {r}")
+    return rates
+
+
 def zoneout_update(old, new, rate, key, index, train):
     """Zoneout (Krueger et al. 2017): each unit keeps its previous value with probability
     ``rate`` at training time; at test time the expectation ``rate*old + (1-rate)*new``."""
@@ -67,7 +88,8 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
       into the recurrent state (``cell.recurrent_key``) where it enters the recurrent weights
       (``cell.recur_dropped``; the GRU's state update keeps the unmasked state); the same mask
       at every step.
-    * ``zoneout``: float or {carry key: rate} (Krueger et al. 2017); needs ``key`` when training.
+    * ``zoneout``: float or {carry key: rate} (Krueger et al. 2017) over ``cell.zoneout_keys``
+      (:func:`zoneout_rates`); needs ``key`` when training.
     * ``parallel``: use the cell's parallel-over-time form (minLSTM, minGRU).
     * ``remat``: recompute each step's activations in the backward pass instead of storing them.
     * ``fused``: ``"auto"`` runs LSTM-family cells through :mod:`lstm_research.layers.fused`
@@ -150,7 +172,7 @@ def _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout, key, 
     if recurrent_mask is not None and cell.recurrent_key is None:
         raise UserError(f"cell {cell.name!r} has no recurrent weights to apply "
                         "recurrent (variational) dropout to")
-    rates = zoneout if isinstance(zoneout, dict) or not zoneout else {k: zoneout for k in carry}
+    rates = zoneout_rates(cell, zoneout)
 
     def body(c, inp):
         t, px_t = inp[0], inp[1]

@@ -13,7 +13,7 @@ from lstm_research import prng
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
-from lstm_research.layers.scan import check_fused, wavefront_scan
+from lstm_research.layers.scan import check_fused, wavefront_scan, zoneout_rates
 from lstm_research.layers.scan import scan as scan_over_time
 
 
@@ -114,22 +114,7 @@ class Stack:
 
     def zoneout_rates(self) -> dict | None:
         """``zoneout`` as {carry key: rate}; a float applies to the cell's ``zoneout_keys``."""
-        if not self.zoneout:
-            return None
-        keys = self.cell.zoneout_keys
-        if not keys:
-            raise UserError(f"zoneout is not defined for cell {self.cell.name!r}: its state "
-                             "entries are not meaningful unit by unit")
-        rates = dict(self.zoneout) if isinstance(self.zoneout, dict) else {
-            k: self.zoneout for k in keys}
-        bad = sorted(set(rates) - set(keys))
-        if bad:
-            raise UserError(f"zoneout keys {bad} are not zoneable carry entries of cell "
-                             f"{self.cell.name!r}; valid: {list(keys)}")
-        for k, r in rates.items():
-            if not 0.0 <= r < 1.0:
-                raise UserError(f"zoneout rate for {k!r} must be in [0, 1), got {r}")
-        return rates
+        return zoneout_rates(self.cell, self.zoneout)
 
     @property
     def directions(self):
