@@ -30,15 +30,20 @@ def _cases():
     return cases + [
         ("slstm", {"forget_activation": "exp"}, False),
         ("mlstm", {"num_heads": 2, "forget_activation": "exp"}, False),
-        ("minlstm", {}, True),                               # log-space parallel scan
-        ("mingru", {}, True),
-        ("minlstm", {"positive_candidate": False}, True),    # linear-space parallel scan
+        # the parallel forms: on CPUs "auto" takes the chunked linear recurrence; fused=False
+        # the associative scan (in log space for the positive candidate)
+        ("minlstm", {}, "chunked"),
+        ("mingru", {}, "chunked"),
+        ("minlstm", {"positive_candidate": False}, "chunked"),
+        ("minlstm", {}, "associative"),
+        ("mingru", {}, "associative"),
+        ("minlstm", {"positive_candidate": False}, "associative"),
     ]
 
 
 def _id(case):
     name, sw, parallel = case
-    return name + "".join(f",{k}={v}" for k, v in sw.items()) + (",parallel" if parallel else "")
+    return name + "".join(f",{k}={v}" for k, v in sw.items()) + (f",{parallel}" if parallel else "")
 
 
 def _shapes(f):
@@ -59,7 +64,8 @@ def test_gradient_matches_finite_differences(case, x64):
     name, switches, parallel = case
     rng = np.random.default_rng(zlib.crc32(_id(case).encode()))
     cell = cells.get(name, H, **switches)
-    stack = Stack(cell, num_layers=1, parallel=parallel)
+    stack = Stack(cell, num_layers=1, parallel=bool(parallel),
+                  fused=False if parallel == "associative" else "auto")
     params = _random_like(rng, _shapes(lambda: stack.init(jax.random.key(0), I)), 0.5)
     carry0 = _random_like(rng, _shapes(lambda: stack.initial_carry(B)), 0.5)
     for c in carry0:

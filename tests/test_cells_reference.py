@@ -503,9 +503,12 @@ def test_recurrent_dropout_masks_the_state_where_it_enters_the_recurrent_weights
 
 # --- minLSTM / minGRU: the parallel (associative scan) form equals the sequential one --------
 @pytest.mark.parametrize("name", ["minlstm", "mingru"])
-@pytest.mark.parametrize("positive", [True, False], ids=["log_space", "linear"])
+@pytest.mark.parametrize("positive", [True, False], ids=["positive", "linear"])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
-def test_min_rnn_parallel_form_equals_sequential(name, positive, with_lengths):
+@pytest.mark.parametrize("fused", ["auto", False], ids=["chunked", "associative"])
+def test_min_rnn_parallel_form_equals_sequential(name, positive, with_lengths, fused):
+    # on CPUs fused="auto" runs the chunked linear recurrence, fused=False the associative scan
+    # (in log space with the positive candidate)
     cell, params, carry0, xs, reference, _ = build(
         name, {"positive_candidate": positive}, seed=11)
     p = {"layers": [{"fwd": f32(params)}]}
@@ -513,7 +516,7 @@ def test_min_rnn_parallel_form_equals_sequential(name, positive, with_lengths):
     c = [{"fwd": f32(carry0)}]
     run = lambda stack: fast_jit(lambda p, x, c, l: stack.apply(p, x, carries=c, lengths=l))
     ys_seq, c_seq = run(Stack(cell))(p, f32(xs), c, lengths)
-    ys_par, c_par = run(Stack(cell, parallel=True))(p, f32(xs), c, lengths)
+    ys_par, c_par = run(Stack(cell, parallel=True, fused=fused))(p, f32(xs), c, lengths)
     np.testing.assert_allclose(ys_par, ys_seq, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(c_par[0]["fwd"]["h"], c_seq[0]["fwd"]["h"], rtol=RTOL, atol=ATOL)
     # and both equal the paper's sequential equations, per sequence up to its own length

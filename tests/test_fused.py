@@ -95,6 +95,7 @@ def _check_all(cases):
         flat1, tree1 = jax.tree.flatten(fast)
         assert tree0 == tree1, label
         for a, b in zip(flat0, flat1):
+            assert np.all(np.isfinite(np.asarray(a))), label  # NaN == NaN to assert_allclose
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5,
                                        err_msg=label)
 

@@ -108,6 +108,7 @@ def _assert_close(got, want, tol, label):
     flat1, tree1 = jax.tree.flatten(got)
     assert tree0 == tree1, label
     for a, b in zip(flat0, flat1):
+        assert np.all(np.isfinite(np.asarray(a, np.float32))), label  # NaN == NaN to allclose
         np.testing.assert_allclose(np.asarray(b, np.float32), np.asarray(a, np.float32),
                                    err_msg=label, **tol)
 

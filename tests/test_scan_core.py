@@ -205,6 +205,10 @@ def test_unknown_switch_lists_valid_switches():
         assert switch in msg
     with pytest.raises(CellConfigError, match="num_head"):
         cells.get("mlstm", H, num_head=2)
+    with pytest.raises(CellConfigError, match="'forget_bias' is set twice in 'lstm:forget_bias"):
+        cells.get("lstm:forget_bias=1,forget_bias=2", H)
+    with pytest.raises(CellConfigError, match="not of the form key=value"):
+        cells.get("lstm:forget_bias", H)
 
 
 def test_contradictory_switches_refused_with_reason():

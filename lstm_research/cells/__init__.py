@@ -2,7 +2,8 @@
 
     >>> from lstm_research import cells
     >>> cell = cells.get("vanilla", hidden_size=128, peepholes=False)   # Greff's NP variant
-    >>> cell = cells.get("lstm:forget_bias=1.0", hidden_size=128)       # same thing as a string
+    >>> cell = cells.get("vanilla:peepholes=false", hidden_size=128)    # same thing as a string
+    >>> cell = cells.get("lstm:forget_bias=1.0", hidden_size=128)       # Jozefowicz's LSTM-b
     >>> params = cell.init(jax.random.key(0), input_size=32)
     >>> carry, y = cell.step(params, cell.initial_carry((batch,)), x)
 
@@ -47,6 +48,8 @@ def parse(spec: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise CellConfigError(f"cell switch {item!r} in {spec!r} is not of the form key=value")
+        if key.strip() in switches:
+            raise CellConfigError(f"cell switch {key.strip()!r} is set twice in {spec!r}")
         switches[key.strip()] = base.parse_switch_value(value)
     return name.strip(), switches
 
