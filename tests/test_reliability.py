@@ -122,6 +122,19 @@ def test_nan_at_first_evaluation_is_not_saved_as_best(tmp_path):
     assert result["status"] == "done" and np.isfinite(result["valid"]["mse"])
 
 
+def test_a_nan_validation_score_does_not_reach_the_target(tmp_path):
+    # finite params, a NaN metric (an overflow in the forward pass): the run stopped as if it
+    # had succeeded ("target reached: valid mse nan")
+    config = small()
+    config.train.target = 0.5
+    t = Trainer(config, tmp_path, progress=False)
+    real = t.evaluate
+    t.evaluate = lambda params, split: {**real(params, split), "mse": float("nan")}
+    result = t.run()
+    assert "target" not in result["stopped"] and result["steps"] == config.train.steps
+    assert result["best_step"] == -1
+
+
 # --- item 3: damaged checkpoints --------------------------------------------------------------
 def _crashed_run(tmp_path):
     t = Trainer(small(), tmp_path, progress=False)

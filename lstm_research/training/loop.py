@@ -30,7 +30,8 @@ from lstm_research.training.batches import (length_groups, pad_time_at_least, pa
                                              padded_length)
 from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
 from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
-from lstm_research.training.results import merge_eval_sums, run_result, summary_line
+from lstm_research.training.results import (merge_eval_sums, run_result, summary_line,
+                                            target_reached)
 from lstm_research.training.workdir import (WorkdirMismatch, extension_of, prepare_workdir,
                                             write_config)
 
@@ -464,8 +465,7 @@ class Trainer:
                 meta["plateau_bad"] = 0
         if tc.patience and meta["bad_evals"] >= tc.patience:
             meta["stopped"] = f"early stopping: no improvement in {tc.patience} evaluations"
-        target = tc.target
-        if target is not None and not (value > target if task.lower_is_better else value < target):
+        if target_reached(value, tc.target, task.lower_is_better):
             meta["stopped"] = f"target reached: valid {task.metric} {value:.4g}"
 
     def _finish(self, arrays, meta, ckpt, n_params):

@@ -57,7 +57,8 @@ from lstm_research.training import optim, parallel, steps
 from lstm_research.training.batches import pad_time, pad_time_at_least, pad_to_longest
 from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
 from lstm_research.training.reporting import Reporter, loss_metric, write_atomic
-from lstm_research.training.results import merge_eval_sums, run_result, summary_line
+from lstm_research.training.results import (merge_eval_sums, run_result, summary_line,
+                                            target_reached)
 from lstm_research.training.workdir import prepare_workdir
 
 #: train.* keys that may differ within a pack (host-side, or inputs of the compiled step)
@@ -415,8 +416,7 @@ class PackTrainer:
             stop = None
             if tc.patience and meta["bad_evals"][k] >= tc.patience:
                 stop = f"early stopping: no improvement in {tc.patience} evaluations"
-            if tc.target is not None and not (value > tc.target if task.lower_is_better
-                                              else value < tc.target):
+            if target_reached(value, tc.target, task.lower_is_better):
                 stop = f"target reached: valid {task.metric} {value:.4g}"
             if stop:
                 meta["active"][k], meta["stopped"][k], meta["stop_step"][k] = \

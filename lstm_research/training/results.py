@@ -19,6 +19,13 @@ def merge_eval_sums(sums: dict | None, new: dict) -> dict:
             for k in new}
 
 
+def target_reached(value, target, lower_is_better: bool) -> bool:
+    """``train.target``: a finite validation ``value`` at or past ``target`` (a NaN is not)."""
+    if target is None or not np.isfinite(value):
+        return False
+    return value <= target if lower_is_better else value >= target
+
+
 def run_result(config, task, *, valid, test, best_step, steps, stopped, wall_time, num_params,
                **extra) -> dict:
     """The ``result.json`` record of one run (``extra`` keys go before the device fields)."""
