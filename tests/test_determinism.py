@@ -34,7 +34,11 @@ np.savez(sys.argv[2], **{jax.tree_util.keystr(k): np.asarray(v)
 
 
 def _run(workdir, env=None, cpus=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    # a compilation cache of its own: a run that loaded another's executables (the suite's shared
+    # cache, or the program store inside it) would compare them with themselves
+    env = {**os.environ, "PYTHONPATH": str(ROOT),
+           "JAX_COMPILATION_CACHE_DIR": str(Path(workdir).parent / f"{Path(workdir).name}_cache"),
+           **(env or {})}
     cmd = [sys.executable, "run.py", *ARGS, f"--workdir={workdir}"]
     if cpus:  # pin in a fresh interpreter that then becomes run.py (no fork of this JAX process)
         cmd = [sys.executable, "-c", f"import os, sys; os.sched_setaffinity(0, {set(cpus)!r}); "
@@ -73,6 +77,8 @@ def test_one_cpu_and_all_cpus_give_identical_results(tmp_path):
     for k in p_all:
         np.testing.assert_array_equal(p_all[k], p_one[k], err_msg=k)
     assert r_one["numerics"]["visible_cpus"] == 1 < r_all["numerics"]["visible_cpus"]
+    stored = lambda run: sorted(p.name for p in (tmp_path / f"{run}_cache").rglob("*.exe"))
+    assert stored("one") and stored("one") == stored("all")  # each compiled its own
 
 
 def test_fingerprint_names_what_changes_cpu_results():
