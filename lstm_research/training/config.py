@@ -38,7 +38,8 @@ def base_config(task: str = "adding", **task_overrides) -> ml_collections.Config
         optimizer="adam",       # sgd | momentum | nesterov | adam | rmsprop
         lr=1e-3,
         momentum=0.9,
-        weight_decay=0.0,
+        weight_decay=0.0,       # adam: AdamW's decoupled decay (times the lr); other
+                                # optimizers: L2, decay * w added to the clipped gradient
         clip_norm=0.0,          # global-norm clipping; 0 = off
         steps=1000,             # used when epochs == 0
         epochs=0,               # epoch-based tasks: train this many epochs

@@ -310,7 +310,8 @@ class Trainer:
         # run recreates it
         ckpt.drop_best_after(meta["step"])
         reporter = Reporter(self.workdir, self.is_main, resume_step=meta["step"],
-                            train_logged=self._train_logged, loss_metric=loss_metric(self.task))
+                            train_logged=self._train_logged, loss_metric=loss_metric(self.task),
+                            metric=self.task.metric)
         mask = steps.grad_mask(self.config, self.task, self.model)
         n_params = (models.count_params(arrays["params"]) if mask is None else
                     int(sum(map(np.count_nonzero, jax.tree.leaves(mask)))))

@@ -21,7 +21,7 @@ A pack trains trials that share a compiled program: their configs may differ onl
   by a 0/1 mask, so the padded units stay exactly zero and never touch the real ones.
 
 Anything else (the cell's equations, the task, the epoch budget, the optimizer's kind,
-clipping, dropout) changes the program: :func:`pack_conflict` names the first such key.
+zoneout) changes the program: :func:`pack_conflict` names the first such key.
 
 Each trial keeps its own counters: early stopping, ``train.target`` and divergence act per
 trial; a stopped trial is frozen (its parameters and optimizer state no longer change) while
@@ -32,7 +32,9 @@ in the pack's own directory, and a killed pack resumes from it. A trial whose lo
 parameters become non-finite gets ``pack_failure.json`` (its error) instead of a result. Results
 equal the same trial run alone through ``run.py`` up to float rounding (the batched matmuls sum
 in another order; tests/test_pack.py checks each axis above at relative 1e-5). A pack makes one
-vmapped call per update: ``train.steps_per_call`` (same bits alone) does not apply here.
+vmapped call per update: ``train.steps_per_call`` (same bits alone) does not apply here. A pack
+checkpoints at its evaluations (``train.checkpoint_secs`` applies), not every
+``train.checkpoint_every`` steps.
 """
 from __future__ import annotations
 

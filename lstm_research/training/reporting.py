@@ -95,13 +95,15 @@ class Reporter:
     ``resume_step``: records after it are dropped (they are recomputed); ``train_logged(step)``
     says whether a training record at ``step`` belongs to the run as configured now (a run
     extended past its old last step drops the record of that step when the longer run would not
-    log there); ``loss_metric``: see :func:`loss_metric`; ``console=False``: files only (the
-    trials of a pack share one console)."""
+    log there); ``loss_metric``: see :func:`loss_metric`; ``metric``: the validation metric the
+    progress line shows (the task's, which picks the best step; default: the first reported);
+    ``console=False``: files only (the trials of a pack share one console)."""
 
     def __init__(self, workdir: Path, is_main: bool = True, resume_step: int = 0, *,
                  train_logged: Callable[[int], bool] | None = None,
-                 loss_metric: str | None = None, console: bool = True):
-        self.is_main, self.console = is_main, console
+                 loss_metric: str | None = None, metric: str | None = None,
+                 console: bool = True):
+        self.is_main, self.console, self.metric = is_main, console, metric
         self.path = Path(workdir) / "metrics.jsonl"
         self.bar, self.tb, self._postfix = None, None, {}
         self.loss_tag = f"{loss_metric}/train" if loss_metric else "loss/train"
@@ -176,7 +178,7 @@ class Reporter:
 
     def valid(self, step, metrics):
         self._write({"step": step, "split": "valid", **metrics})
-        first = next(iter(metrics))
+        first = self.metric if self.metric in metrics else next(iter(metrics))
         self._postfix[f"valid_{first}"] = f"{metrics[first]:.4g}"
         self._last_valid = f" | valid {first} {metrics[first]:.4g}"
         if self.bar is not None:

@@ -30,6 +30,11 @@ def _causal(task_name) -> bool:
     return cls is not None and (cls.predicts_next or cls.stateful)
 
 
+def _token_inputs(task_name) -> bool:
+    cls = TASKS.get(task_name)
+    return cls is not None and bool(cls.token_inputs)
+
+
 def _has_epochs(task_name) -> bool:
     cls = TASKS.get(task_name)
     return cls is None or cls.steps_per_epoch is not None
@@ -149,9 +154,17 @@ def check_train(train, task_name=None) -> list[str]:
         problems.append("train.schedule='zaremba' needs an epoch-based task (ptb, jsb)")
     _int(problems, "train.decay_after_epochs", train.decay_after_epochs, 0)
     _num(problems, "train.decay_factor", train.decay_factor, 1)
+    if train.schedule in ("zaremba", "plateau") and train.decay_factor == 1:
+        problems.append(f"train.schedule={train.schedule!r} with train.decay_factor=1 never "
+                        "changes the learning rate; set train.decay_factor > 1 (the lr is "
+                        "divided by it), or train.schedule='constant'")
     _int(problems, "train.plateau_patience", train.plateau_patience, 1)
     _num(problems, "train.init_scale", train.init_scale, 0, lo_open=True)
     _num(problems, "train.input_noise", train.input_noise, 0)
+    if _token_inputs(task_name) and _is_num(train.input_noise) and train.input_noise > 0:
+        problems.append(f"train.input_noise={train.input_noise} has no effect on task "
+                        f"{task_name!r}: its inputs are tokens (embedded), not values; set it "
+                        "to 0")
     _int(problems, "train.eval_every", train.eval_every, 0, what=">= 0 (0 = once per epoch)")
     _int(problems, "train.log_every", train.log_every, 1)
     _int(problems, "train.patience", train.patience, 0, what=">= 0 (0 = off)")
