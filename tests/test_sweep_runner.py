@@ -305,6 +305,14 @@ def test_restore_results_resumes_a_sweep_whose_directory_is_gone(env):
     # restoring again changes nothing (the trials already hold results)
     again = _run(env, spec, sweep="fresh", restore_from=kept)
     assert again.states == first.states and len(_starts(env)) == 4
+    # a grown sweep numbers its trials anew; rows are matched by their hash
+    grown = _spec(env, ["model.cell=np,vanilla,nig,cifg"], "fake.fail_cell=nig")
+    new_ids = {t.overrides["model.cell"]: t.id for t in grown.expand()}
+    assert new_ids["vanilla"] != ids["vanilla"]
+    _run(env, grown, sweep="grown", restore_from=kept)
+    assert sorted(_starts(env)[4:]) == sorted([new_ids["np"], new_ids["nig"]])
+    res = json.loads((env / "grown" / new_ids["cifg"] / "result.json").read_text())
+    assert res["restored_from"] == str(kept) and res["test"]["nll"] == before[ids["cifg"]]["test_nll"]
 
 
 def test_summarizing_a_results_folder_keeps_its_results(env):

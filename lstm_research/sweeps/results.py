@@ -165,8 +165,10 @@ def restorable_rows(csv_path: Path | str, trials: Sequence[Trial]) -> list[dict]
     """The done rows of ``csv_path`` (a results.csv of this sweep, e.g. one committed from another
     machine whose sweep directory is gone), checked to be trials of ``trials``.
 
-    A row is matched to a trial by its id, which hashes the trial's config and overrides, so a row of
-    any other sweep is refused (:class:`UserError`), before anything is written.
+    A row is matched to a trial by the hash at the end of its id (the trial's config and
+    overrides), so a row of any other sweep is refused (:class:`UserError`), before anything is
+    written; the rows returned carry this sweep's trial ids (a sweep rerun with more ``--trials``
+    numbers its trials anew).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -177,13 +179,13 @@ def restorable_rows(csv_path: Path | str, trials: Sequence[Trial]) -> list[dict]
         raise UserError(f"--restore_results {csv_path}: not a readable results.csv ({e})") from None
     if rows and not {"trial", "status"} <= set(rows[0]):
         raise UserError(f"--restore_results {csv_path}: not a results.csv (no 'trial' and 'status' columns)")
-    ids = {t.id for t in trials}
+    by_hash = {t.hash: t.id for t in trials}
     done = [r for r in rows if r["status"] == "done"]
-    foreign = [r["trial"] for r in done if r["trial"] not in ids]
+    foreign = [r["trial"] for r in done if str(r["trial"]).rsplit("_", 1)[-1] not in by_hash]
     if foreign:
         raise UserError(f"--restore_results {csv_path}: {len(foreign)} of its {len(done)} done trials are "
                         f"not trials of this sweep (e.g. {foreign[0]!r}); it holds another sweep's results")
-    return done
+    return [{**r, "trial": by_hash[str(r["trial"]).rsplit("_", 1)[-1]]} for r in done]
 
 
 def restore_results(sweep_dir: Path | str, rows: Sequence[Mapping], source: str) -> int:
