@@ -55,6 +55,17 @@ def search_space(sweep_dir: Path, params: list[str]) -> dict:
     return {k: parse_distribution(d) for k, d in random}
 
 
+def check_numeric(space: dict) -> None:
+    """The forest splits numbers: a choice() axis of other values (cells, optimizers) is refused
+    with what to do instead."""
+    for k, d in space.items():
+        bad = [a for a in d.args if isinstance(a, bool) or not isinstance(a, (int, float))]
+        if bad:
+            raise UserError(f"random axis {k}={d} has non-numeric values ({bad[0]!r}); fANOVA "
+                            f"needs numbers: compare its values with --group_by {k}, or leave it "
+                            "out by listing the numeric axes with --param")
+
+
 def load(sweep_dir: Path, space: dict, metric: str | None, group_by: str | None, clip):
     path = sweep_dir / "results.csv"
     if not path.exists():
@@ -178,6 +189,7 @@ def main(argv=None) -> int:
         if not args.sweep_dir.is_dir():
             raise UserError(f"no sweep folder {args.sweep_dir}")
         space = search_space(args.sweep_dir, args.param)
+        check_numeric(space)
         rows, metric, dropped = load(args.sweep_dir, space, args.metric, args.group_by, args.clip)
         forests = {g: forest(rs, space, metric, args.seed)
                    for g, rs in groups_of(rows, args.group_by).items() if len(rs) >= 2}

@@ -128,3 +128,11 @@ def test_fanova_script_on_a_sweep_folder(tmp_path):
                if line.startswith("| all |"))
     lr_share, noise_share = (float(c.split("±")[0]) for c in row.split("|")[3:5])
     assert lr_share > 0.8 and noise_share < 0.05
+    # a choice() axis of strings: one error line naming the axis, no traceback
+    spec = json.loads((tmp_path / "sweep.json").read_text())
+    spec["spec"]["random"].append(["train.optimizer", "choice(sgd,adam)"])
+    (tmp_path / "sweep.json").write_text(json.dumps(spec))
+    out = subprocess.run([sys.executable, str(root / "experiments" / "fanova.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error: random axis train.optimizer=")
+    assert "--group_by train.optimizer" in out.stderr and "Traceback" not in out.stderr
