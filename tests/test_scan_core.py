@@ -464,6 +464,17 @@ def test_time_major_and_unroll_change_nothing_but_layout():
         np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-6)
 
 
+def test_unroll_true_unrolls_the_fused_layer_fully():
+    # True == 1 in Python: the fused layer took it for "no unrolling" (and length_free said so)
+    full, plain = Stack(cells.get("vanilla", H), unroll=True), Stack(cells.get("vanilla", H))
+    params = randomize(lambda: plain.init(jax.random.key(0), I), seed=1)
+    xs, lengths = inputs(23), jnp.array(LENGTHS)
+    hlo = jax.jit(lambda p, x: full.apply(p, x)).lower(params, xs).as_text()
+    assert "while" not in hlo and not full.length_free and plain.length_free
+    np.testing.assert_allclose(fast_jit(lambda p, x: full.apply(p, x, lengths=lengths))(params, xs)[0],
+                               plain.apply(params, xs, lengths=lengths)[0], rtol=1e-6, atol=1e-6)
+
+
 def test_zoneout_refused_where_it_has_no_meaning_and_checked():
     with pytest.raises(ValueError, match="zoneout is not defined for cell 'mlstm'"):
         Stack(cells.get("mlstm", 4), zoneout=0.1)

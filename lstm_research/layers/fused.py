@@ -121,6 +121,7 @@ def fused_scan(cell: Cell, params, xs, carry, *, lengths=None, recurrent_mask=No
     h before every recurrent matmul. Check :func:`unsupported` first.
     """
     T = xs.shape[0]
+    unroll = T if unroll is True else unroll  # (True == 1 in Python: "fully" must be said as T)
     spec = make_spec(cell, lengths is not None, recurrent_mask is not None, unroll)
     valid = None
     if lengths is not None:

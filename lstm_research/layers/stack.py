@@ -108,7 +108,7 @@ class Stack:
         one compiled program serves every length. Not with ``fused="pallas"``: its kernels run
         over all T steps (even where it falls back to the fused layer: only slower bucketing)."""
         return (not self.parallel and not self.wavefront and self.fused not in (False, "pallas")
-                and self.unroll == 1
+                and self.unroll == 1 and self.unroll is not True
                 and fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
                                           remat=self.remat) is None)
 
