@@ -79,6 +79,8 @@ def shared_init(config, task) -> str | None:
         return f"train.init={config.train.init!r} draws at the arrays' (padded) shapes"
     if task.head not in ("per_step", "seq2one"):
         return f"the {task.head!r} head"
+    if config.model.get("bidirectional"):  # (the layers above and the head read two blocks)
+        return "model.bidirectional=True"
     if not prng.counter_based(jax.random.key(0)):
         return "the random keys are not counter-based threefry"
     return unpaddable(config.model)
