@@ -1,7 +1,7 @@
 """Worker for test_parallel.py: train a small stateful model on however many (forced CPU)
 devices this process has; optionally crash at a step. Writes the final params to params.npz.
 
-``parallel_worker.py WORKDIR[:CRASH_AT[:MODEL_AXIS]] ...`` runs the jobs one after the other in
+``parallel_worker.py WORKDIR[:CRASH_AT[:MODEL_AXIS[:EVAL_SIZE]]] ...`` runs the jobs one after the other in
 this process (one process start per device count, not per job)."""
 import sys
 from pathlib import Path
@@ -27,10 +27,10 @@ class Crash(Exception):
     pass
 
 
-def main(workdir, crash_at=0, model_axis=1):
+def main(workdir, crash_at=0, model_axis=1, eval_size=4):
     workdir = Path(workdir)
     c = config()
-    c.parallel.model_axis = model_axis
+    c.parallel.model_axis, c.task.eval_size = model_axis, eval_size
     t = Trainer(c, workdir, progress=False)
     if crash_at:
         real, n = t.train_step, [0]

@@ -44,12 +44,19 @@ def close(a, b):
 def test_four_devices_equal_one_and_checkpoints_cross_device_counts(tmp_path):
     # a crash at step 6 leaves step 4 as the latest checkpoint; every resume is a new process
     # on the other device count
-    one, crash_1to4 = run(1, tmp_path / "one", (tmp_path / "1to4", 6))
-    four, crash_4to1, resumed_1to4, mesh_2x2 = run(
-        4, tmp_path / "four", (tmp_path / "4to1", 6), tmp_path / "1to4", (tmp_path / "2x2", 0, 2))
+    # (and evaluation streams that 4 devices do not divide: 6, run replicated; they crashed)
+    one, crash_1to4, odd_1 = run(1, tmp_path / "one", (tmp_path / "1to4", 6),
+                                 (tmp_path / "odd1", 0, 1, 6))
+    four, crash_4to1, resumed_1to4, mesh_2x2, odd_4 = run(
+        4, tmp_path / "four", (tmp_path / "4to1", 6), tmp_path / "1to4", (tmp_path / "2x2", 0, 2),
+        (tmp_path / "odd4", 0, 1, 6))
     (resumed_4to1,) = run(1, tmp_path / "4to1")
     assert "devices 1 step 16" in one and "devices 4 step 16" in four
     close(params(tmp_path / "one"), params(tmp_path / "four"))
+    assert "devices 4 step 16" in odd_4
+    test_nll = [json.loads((tmp_path / d / "result.json").read_text())["test"]["nll"]
+                for d in ("odd1", "odd4")]
+    np.testing.assert_allclose(test_nll[1], test_nll[0], rtol=1e-5)
 
     # written on 4 devices, resumed on 1
     assert "crashed" in crash_4to1 and "devices 1 step 16" in resumed_4to1

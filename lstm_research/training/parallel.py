@@ -124,18 +124,23 @@ def shard_batch(mesh: Mesh, tree):
     return jax.tree.map(put, tree)
 
 
+def replicate(mesh: Mesh, tree):
+    """Every array of ``tree`` whole on every device (each process passes the same values)."""
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), NamedSharding(mesh, P())), tree)
+
+
 def feed_batch(mesh: Mesh, tree):
     """A batch for a compiled step: :func:`shard_batch`, except on one device, where the step
     takes numpy as it is (an explicit ``device_put`` costs more host time than a batch-1 step),
     and for a batch whose rows the data axis does not divide (an epoch's smaller last batch:
     JSB's 229 training sequences in batches of 8 end with 5), which every device then runs
     whole, replicated: the same update or sums."""
-    if (mesh.size == 1 and jax.process_count() == 1) or not _divides(mesh, tree):
+    if (mesh.size == 1 and jax.process_count() == 1) or not divides(mesh, tree):
         return tree
     return shard_batch(mesh, tree)
 
 
-def _divides(mesh: Mesh, tree) -> bool:
+def divides(mesh: Mesh, tree) -> bool:
     """Whether the mesh's data axis divides the rows of every array of the batch ``tree``."""
     n = mesh.shape["data"]
     return all(np.shape(a)[0] % n == 0 for a in jax.tree.leaves(tree) if np.ndim(a))

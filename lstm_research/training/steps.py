@@ -180,7 +180,10 @@ def zero_carries(apply, task, mesh, params, batch):
     if shapes is None:
         shapes = known[key] = jax.eval_shape(lambda p, b: apply(p, b, None, False, None)[1],
                                              params, batch)
-    return parallel.shard_batch(mesh, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    if not parallel.divides(mesh, zeros):  # replicated, as feed_batch leaves such a batch
+        return parallel.replicate(mesh, zeros)
+    return parallel.shard_batch(mesh, zeros)
 
 
 def initial_meta() -> dict:
