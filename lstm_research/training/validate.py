@@ -130,9 +130,26 @@ def check_model(model, task_name=None) -> list[str]:
             if why_not:
                 problems.append(f"model.width_multiple={multiple} (padded units): {why_not}; "
                                 "set model.width_multiple=1")
+            elif model.get("tie_embeddings") and _is_int(multiple) and multiple >= 1 and \
+                    _is_int(model.embedding_size):
+                problems += _tied_sizes(model)
     elif not isinstance(model.cell, str):
         problems.append(f"model.cell={model.cell!r} must be a cell string such as 'lstm'")
     return problems
+
+
+def _tied_sizes(model) -> list[str]:
+    """A tied softmax reads the top layer's outputs with the embedding matrix: their sizes."""
+    from lstm_research import cells
+    padded = width.padded(model)
+    out = cells.get(padded.cell, padded.hidden_size).output_size
+    emb = padded.embedding_size or padded.hidden_size
+    if emb == out:
+        return []
+    return [f"model.tie_embeddings=True needs the embedding size ({emb}: model.embedding_size, "
+            f"else the hidden size{', padded' if padded.hidden_size != model.hidden_size else ''})"
+            f" to equal the top layer's output size ({out}); set model.embedding_size={out} or "
+            "model.tie_embeddings=False"]
 
 
 def check_train(train, task_name=None) -> list[str]:
