@@ -103,6 +103,29 @@ def test_converter_refuses_peephole_lstm():
         tconv.lstm_to_torch(params)
 
 
+@pytest.mark.parametrize("name", ["lstm:cell_clip=3", "lstm:input_activation=identity",
+                                  "lstm:gate_activation=hard_sigmoid", "gru_cho", "lstm1997"])
+def test_given_its_cell_a_converter_refuses_what_torch_computes_otherwise(name):
+    # same arrays as the standard LSTM (or GRU), other equations: only the cell can tell
+    stack = Stack(cells.get(name, H))
+    params = stack.init(jax.random.key(0), I)
+    to_torch = tconv.gru_to_torch if name.startswith("gru") else tconv.lstm_to_torch
+    with pytest.raises(ValueError, match="maps to torch.nn"):
+        to_torch(params, cell=stack)
+
+
+def test_given_its_cell_a_standard_lstm_converts():
+    for name, to_torch in (("lstm:forget_bias=1", tconv.lstm_to_torch),
+                           ("lstmp:proj_size=3", tconv.lstm_to_torch), ("gru", tconv.gru_to_torch)):
+        stack = Stack(cells.get(name, H))
+        assert to_torch(stack.init(jax.random.key(0), I), cell=stack.cell)
+
+
+def test_batch_first_module_with_time_major_is_refused():
+    with pytest.raises(ValueError, match="batch_first=True"):
+        tconv.stack_from_torch(torch.nn.LSTM(I, H, batch_first=True), time_major=True)
+
+
 def test_against_flax_optimized_lstm_cell():
     """Flax's OptimizedLSTMCell in nn.RNN, its weights mapped into our 'lstm' params."""
     x = jax.random.normal(jax.random.key(1), (B, T, I))

@@ -11,6 +11,7 @@ the reset product and so stays separate.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax.numpy as jnp
@@ -131,9 +132,33 @@ def lstm_from_torch(state_dict, prefix: str = "") -> dict:
     return _from_torch(state_dict, _lstm_from, prefix)
 
 
-def lstm_to_torch(params, bias: bool = True) -> dict:
+#: switches of the LSTM family that only set initial values (torch's LSTM can hold the result)
+_INIT_ONLY = ("forget_bias", "input_bias", "output_bias")
+
+
+def _check_standard(cell, kind: str) -> None:
+    """UserError unless ``cell`` (a Cell or a Stack) computes what ``torch.nn.<kind>`` does: the
+    params alone cannot tell (a cell clip or other activations have the same arrays)."""
+    cell = getattr(cell, "cell", cell)
+    if kind == "LSTM":
+        if cell.name != "lstm" or dataclasses.replace(
+                cell, **{k: 0.0 for k in _INIT_ONLY}) != cells_lib.get(
+                "lstmp" if cell.proj_size else "lstm", cell.hidden_size,
+                **({"proj_size": cell.proj_size} if cell.proj_size else {})):
+            raise UserError(f"only the standard LSTM (cells 'lstm', 'lstmp') maps to "
+                            f"torch.nn.LSTM; this cell is {cell!r}")
+    elif cell != cells_lib.get("gru", cell.hidden_size):
+        raise UserError(f"only cell 'gru' (reset_after=True) maps to torch.nn.GRU; this cell is "
+                        f"{cell!r}")
+
+
+def lstm_to_torch(params, bias: bool = True, *, cell=None) -> dict:
     """Our ``lstm`` / ``lstmp`` stack params -> a ``torch.nn.LSTM`` state dict (torch tensors);
-    ``bias=False`` for a module built with ``bias=False`` (the biases must then be zero)."""
+    ``bias=False`` for a module built with ``bias=False`` (the biases must then be zero).
+    ``cell``: the cell (or Stack) the params belong to; pass it to have one that torch computes
+    otherwise refused (a cell clip, other activations: their params look the same)."""
+    if cell is not None:
+        _check_standard(cell, "LSTM")
     return _to_torch(params, _lstm_to, bias)
 
 
@@ -143,9 +168,11 @@ def gru_from_torch(state_dict, prefix: str = "") -> dict:
     return _from_torch(state_dict, _gru_from, prefix)
 
 
-def gru_to_torch(params, bias: bool = True) -> dict:
-    """Our ``gru`` stack params -> a ``torch.nn.GRU`` state dict (torch tensors); ``bias`` as
-    for :func:`lstm_to_torch`."""
+def gru_to_torch(params, bias: bool = True, *, cell=None) -> dict:
+    """Our ``gru`` stack params -> a ``torch.nn.GRU`` state dict (torch tensors); ``bias`` and
+    ``cell`` as for :func:`lstm_to_torch`."""
+    if cell is not None:
+        _check_standard(cell, "GRU")
     return _to_torch(params, _gru_to, bias)
 
 
@@ -200,6 +227,10 @@ def stack_from_torch(module, *, time_major: bool = False) -> tuple[Stack, dict]:
         cell, params = cells_lib.get("gru", module.hidden_size), gru_from_torch(module)
     else:
         raise UserError(f"expected torch.nn.LSTM or torch.nn.GRU, got {kind}")
+    if module.batch_first and time_major:
+        raise UserError(f"this torch.nn.{kind} has batch_first=True: it reads [batch, time, "
+                        "features]; call stack_from_torch(module) (time_major=False) and feed "
+                        "Stack.apply the same [batch, time, features] tensor")
     if not module.batch_first and not time_major:
         raise UserError(
             f"this torch.nn.{kind} has batch_first=False: it reads [time, batch, features], "
