@@ -4,8 +4,10 @@
 For each group (``--group_by``, default ``model.cell``) the settings of ``--search`` (default
 ``train.lr``) are ranked by their mean validation metric over the trials that finished (seeds);
 the best setting's trials give the group's test metric (mean ± std), and every group after the
-first gets Welch's t-test of its chosen trials' test metric against the first group's. Prints a
-markdown table. A user error (no results.csv, an unknown column) is one line ``error: ...`` on
+first gets Welch's t-test of its chosen trials' test metric against the first group's. A setting
+with a non-finite validation value (a trial that diverged to NaN) ranks last. Lower is better
+unless the results say otherwise for their metric (``lower_is_better``) or ``--higher_is_better``
+is given. Prints a markdown table. A user error (no results.csv, an unknown column) is one line ``error: ...`` on
 stderr, exit status 2.
 
     python experiments/select_by_valid.py sweeps/chung2014_rmsprop --search train.lr
@@ -13,6 +15,7 @@ stderr, exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -44,7 +47,11 @@ def select(rows: list[dict], *, group_by: str, search: str, metric: str,
     for group, settings in by.items():
         valid = {s: statistics.mean(float(r[f"valid_{metric}"]) for r in rs)
                  for s, rs in settings.items()}
-        best = (min if lower_is_better else max)(valid, key=valid.get)
+        finite = {s: v for s, v in valid.items() if math.isfinite(v)}
+        if not finite:
+            raise UserError(f"group {group!r}: no setting of {search} has a finite mean valid "
+                            f"{metric} (every one has a diverged trial)")
+        best = (min if lower_is_better else max)(finite, key=finite.get)
         test = [float(r[f"test_{metric}"]) for r in settings[best]]
         out.append({"group": group, "valid_by_setting": valid, "chosen": best, "test": test,
                     "mean": statistics.mean(test),
@@ -58,7 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--group_by", default="model.cell")
     p.add_argument("--search", default="train.lr")
     p.add_argument("--metric", default="nll")
-    p.add_argument("--higher_is_better", action="store_true")
+    p.add_argument("--higher_is_better", action="store_true", default=None,
+                   help="(default: as results.csv says for its metric, else lower is better)")
     args = p.parse_args(argv)
     path = Path(args.sweep)
     path = path / "results.csv" if path.is_dir() else path
@@ -66,8 +74,13 @@ def main(argv=None) -> int:
         if not path.exists():
             raise UserError(f"{path} does not exist; summarize the sweep first "
                             "(python experiments/sweep.py --summarize DIR)")
-        groups = select(read_results_csv(path), group_by=args.group_by, search=args.search,
-                        metric=args.metric, lower_is_better=not args.higher_is_better)
+        rows = read_results_csv(path)
+        higher = args.higher_is_better
+        if higher is None:
+            own = [r.get("lower_is_better") for r in rows if r.get("metric") == args.metric]
+            higher = bool(own) and own[0] is False
+        groups = select(rows, group_by=args.group_by, search=args.search,
+                        metric=args.metric, lower_is_better=not higher)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

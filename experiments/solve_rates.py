@@ -33,10 +33,11 @@ OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
 
 def parse_criterion(text: str):
     m = re.fullmatch(r"\s*([\w.]+)\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*", text)
-    if not m:
-        raise UserError(f"--solved {text!r}: expected COLUMN OP NUMBER with OP one of {', '.join(OPS)}, "
-                        "e.g. 'test_error_rate<=0'")
-    return m.group(1), OPS[m.group(2)], float(m.group(3))
+    try:
+        return m.group(1), OPS[m.group(2)], float(m.group(3))
+    except (AttributeError, ValueError):  # no match, or no number (0..5)
+        raise UserError(f"--solved {text!r}: expected COLUMN OP NUMBER with OP one of "
+                        f"{', '.join(OPS)}, e.g. 'test_error_rate<=0'") from None
 
 
 def solve_rates(rows: list[dict], criterion: str, group_by: str | None, batch: int) -> list[dict]:

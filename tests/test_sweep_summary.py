@@ -7,6 +7,7 @@ import pytest
 from scipy import stats as sps
 
 from lstm_research.sweeps.spec import spec_from_strings
+from lstm_research.sweeps.results import write_results_csv
 from lstm_research.sweeps.sweepdir import prepare_sweep_dir
 from lstm_research.sweeps.summary import (
     describe,
@@ -207,8 +208,23 @@ def test_solve_rates_counts_and_sequences_by_hand():
     assert (table["b"]["solved"], table["b"]["n"], table["b"]["median_sequences"]) == (0, 1, None)
     with pytest.raises(ValueError, match="COLUMN OP NUMBER"):
         solve_rates(rows, "test_err ~ 1", None, 1)
+    with pytest.raises(ValueError, match="COLUMN OP NUMBER"):
+        solve_rates(rows, "test_err<0..5", None, 1)
     with pytest.raises(ValueError, match="not in results.csv"):
         solve_rates(rows, "nope<1", None, 1)
+
+
+def test_a_diverged_trials_nan_reads_back_as_a_number_and_solves_nothing(tmp_path):
+    from experiments.solve_rates import solve_rates
+
+    rows = [{"trial": "t0", "status": "done", "valid_err": 0.01, "test_err": 0.01, "steps": 10},
+            {"trial": "t1", "status": "done", "valid_err": math.nan, "test_err": math.inf,
+             "steps": 10}]
+    path = write_results_csv(tmp_path, rows, {"swept_keys": []})
+    back = read_results_csv(path)
+    assert math.isnan(back[1]["valid_err"]) and back[1]["test_err"] == math.inf
+    (table,) = solve_rates(back, "test_err<0.04", None, batch=1)
+    assert (table["solved"], table["n"]) == (1, 2)
 
 
 def test_select_by_valid_picks_each_groups_best_setting_by_hand():
@@ -233,6 +249,27 @@ def test_select_by_valid_picks_each_groups_best_setting_by_hand():
                   lower_is_better=False)[0]["chosen"] == 1e-2
     with pytest.raises(ValueError, match="not in results.csv"):
         select(rows, group_by="model.cell", search="lr", metric="nll")
+    # a diverged trial (NaN valid, read back from results.csv as the string 'nan') makes its
+    # setting's mean NaN: it ranks last instead of winning by coming first
+    nan_first = [dict(status="done", **{"model.cell": "lstm", "train.lr": 0.1},
+                      valid_nll="nan", test_nll="nan")] + rows
+    assert select(nan_first, group_by="model.cell", search="train.lr", metric="nll")[0][
+        "chosen"] == 1e-3
+
+
+def test_select_by_valid_script_follows_the_results_direction(tmp_path, capsys):
+    import csv
+
+    from conftest import experiment_script
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "model.cell", "train.lr", "status", "metric", "lower_is_better",
+                    "valid_solved_frac", "test_solved_frac"])
+        for i, (lr, v) in enumerate([(0.1, 0.9), (0.1, 0.8), (0.01, 0.2), (0.01, 0.3)]):
+            w.writerow([f"t{i}", "lstm", lr, "done", "solved_frac", False, v, v])
+    assert experiment_script("select_by_valid").main([str(tmp_path), "--metric",
+                                                      "solved_frac"]) == 0
+    assert "| lstm | 0.01: 0.25, 0.1: 0.85 | 0.1 | 2 |" in capsys.readouterr().out
 
 
 def test_top_fraction_analysis_ranks_by_validation(tmp_path):

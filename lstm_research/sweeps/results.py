@@ -133,10 +133,18 @@ def write_results_csv(sweep_dir: Path | str, rows: Sequence[Mapping] | None = No
 
 
 def read_results_csv(path: Path | str) -> list[dict]:
-    """Reads a results.csv back, with values parsed (numbers, bools; empty -> None)."""
+    """Reads a results.csv back, with values parsed (numbers, bools; empty -> None; a metric's
+    ``nan`` / ``inf`` -> float, as written: a diverged trial's value is a number, not a string)."""
+    def value(k, v):
+        if v == "":
+            return None
+        if k in ("trial", "error", "status"):
+            return v
+        if k.startswith(("valid_", "test_")) and v.lower() in ("nan", "inf", "-inf"):
+            return float(v)
+        return parse_value(v)
     with open(path, newline="") as f:
-        return [{k: (None if v == "" else v if k in ("trial", "error", "status") else parse_value(v))
-                 for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: value(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def group_label(row: Mapping, keys: Sequence[str]) -> str:
