@@ -85,9 +85,19 @@ def load(sweep_dir: Path, space: dict, metric: str | None, group_by: str | None,
     return rows, metric, dropped
 
 
+INT_KINDS = ("int_uniform", "int_loguniform")
+
+
 def forest(rows, space, metric, seed):
-    params = {k: [float(r[k]) for r in rows] for k in space}
-    bounds = {k: tuple(float(a) for a in d.args) for k, d in space.items() if d.kind != "choice"}
+    """The forest over the search space as it was sampled. An integer axis was drawn as the
+    floor of a (log-)uniform draw on [a, b + 1) (``sweeps.values.Distribution.sample``), so
+    integer k stands for [k, k + 1): it enters as k + 1/2 on the bounds [a, b + 1], and the
+    trees' splits between neighbours fall at (about) k + 1, each integer weighing what it was
+    sampled with (on [a, b] the two end values weighed half that)."""
+    shift = {k: 0.5 if d.kind in INT_KINDS else 0.0 for k, d in space.items()}
+    params = {k: [float(r[k]) + shift[k] for r in rows] for k in space}
+    bounds = {k: (float(d.args[0]), float(d.args[1]) + 2 * shift[k])
+              for k, d in space.items() if d.kind != "choice"}
     return Forest(params, [r[metric] for r in rows], seed=seed, bounds=bounds,
                   log=[k for k, d in space.items() if d.log_scale])
 
@@ -151,6 +161,7 @@ def plot_marginals(forests: dict, space: dict, out: Path, metric: str):
     for ax, key in zip(axes[0], keys):
         d = space[key]
         lo, hi = (float(a) for a in d.args) if d.kind != "choice" else (min(d.args), max(d.args))
+        hi += 1.0 if d.kind in INT_KINDS else 0.0  # (integer k plotted over [k, k + 1))
         xs = np.geomspace(lo, hi, 60) if d.log_scale else np.linspace(lo, hi, 60)
         span = []
         for i, (g, f) in enumerate(forests.items()):

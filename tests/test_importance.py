@@ -136,3 +136,25 @@ def test_fanova_script_on_a_sweep_folder(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: random axis train.optimizer=")
     assert "--group_by train.optimizer" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("dist, values, variance", [
+    # int_uniform(0, 2): each of 0, 1, 2 drawn with probability 1/3; y = (k == 2): variance 2/9
+    ("int_uniform(0,2)", [0, 1, 2], 2 / 9),
+    # int_loguniform(1, 3): P(k) = log((k+1)/k) / log 4, so P(1) = 1/2; y = (k == 1): 1/4
+    ("int_loguniform(1,3)", [1, 2, 3], 1 / 4),
+])
+def test_an_integer_axis_weighs_each_value_as_it_was_sampled(dist, values, variance):
+    # on the bounds [a, b] the end values weighed half their sampling probability (0.1875 and
+    # 0.216 here)
+    from conftest import experiment_script
+    from lstm_research.sweeps.values import parse_distribution
+
+    fanova = experiment_script("fanova")
+    rng = np.random.default_rng(0)
+    target = values[-1] if dist.startswith("int_uniform") else values[0]
+    rows = [{"k": values[i % 3], "u": rng.uniform(), "y": float(values[i % 3] == target)}
+            for i in range(300)]
+    space = {"k": parse_distribution(dist), "u": parse_distribution("uniform(0,1)")}
+    f = fanova.forest(rows, space, "y", 0)
+    assert np.mean([t.variance for t in f.trees]) == pytest.approx(variance, abs=0.003)
