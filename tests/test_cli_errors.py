@@ -49,6 +49,14 @@ RUN_CASES = [
     ("log_every_zero", ["--config.train.log_every=0"], "train.log_every=0"),
     ("optimizer", ["--config.train.optimizer=adamw2"], "did you mean 'adam'"),
     ("schedule", ["--config.train.schedule=linear"], "train.schedule='linear'"),
+    # refused by the Stack when it is built: checked with the config, before the workdir is
+    # written (a run wrote config.json first, and the corrected rerun was refused)
+    ("parallel_form_missing", ["--config.model.parallel=true"], "cell 'lstm' has no parallel form"),
+    ("fused_unsupported", ["--config.model.fused=true", "--config.model.cell=gru"],
+     "fused=True, but the fused path does not support this"),
+    ("recurrent_dropout_without_weights", ["--config.model.cell=minlstm",
+                                           "--config.model.recurrent_dropout=0.1"],
+     "has no recurrent weights"),
     ("schedule_without_decay", ["--config.train.schedule=plateau"],
      "train.schedule='plateau' with train.decay_factor=1 never changes the learning rate"),
     ("tied_sizes", ["--config=configs/ptb.py", "--config.model.tie_embeddings=True",

@@ -264,10 +264,13 @@ def test_wrong_input_shape_names_expected_and_given():
 
 @pytest.mark.parametrize("name", ["mlstm", "minlstm"])
 def test_recurrent_dropout_on_a_cell_without_recurrent_weights_is_refused(name):
-    stack = Stack(cells.get(name, H), recurrent_dropout=0.3)
-    params = randomize(lambda: stack.init(jax.random.key(0), I), 0)
+    # by the Stack itself, before anything runs (a run wrote its workdir first)
     with pytest.raises(ValueError, match=f"cell '{name}' has no recurrent weights"):
-        stack.apply(params, jnp.zeros((B, T, I)), train=True, key=jax.random.key(0))
+        Stack(cells.get(name, H), recurrent_dropout=0.3)
+    with pytest.raises(ValueError, match="has no parallel form"):
+        Stack(cells.get("lstm", H), parallel=True)
+    with pytest.raises(ValueError, match="parallel form supports neither"):
+        Stack(cells.get("minlstm", H), parallel=True, zoneout=0.1)
 
 
 # --- (d) bfloat16 ---------------------------------------------------------------------------

@@ -100,6 +100,23 @@ class Stack:
                 raise UserError("wavefront=True runs the layers of a unidirectional stack "
                                 "without dropout or zoneout in one loop; this stack has "
                                 + ", ".join(conflicts))
+        # what scanning would refuse, refused now (before a run writes its workdir)
+        if self.recurrent_dropout and self.cell.recurrent_key is None:
+            raise UserError(f"recurrent_dropout={self.recurrent_dropout}: cell "
+                            f"{self.cell.name!r} has no recurrent weights to apply recurrent "
+                            "(variational) dropout to")
+        if self.parallel:
+            if not self.cell.has_parallel_form:
+                raise UserError(f"cell {self.cell.name!r} has no parallel form; only minlstm "
+                                "and mingru do")
+            if self.recurrent_dropout or self.zoneout:
+                raise UserError("the parallel form supports neither recurrent dropout nor "
+                                "zoneout")
+        elif self.fused is True:
+            why = fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
+                                        remat=self.remat)
+            if why is not None:
+                raise UserError(f"fused=True, but the fused path does not support this: {why}")
 
     @property
     def length_free(self) -> bool:
@@ -192,12 +209,7 @@ class Stack:
                 rec_mask, zkey = None, None
                 if train:
                     key, k_rec, zkey = prng.split(key, 3)
-                    if self.recurrent_dropout:
-                        if self.cell.recurrent_key is None:  # else KeyError: None below
-                            raise UserError(
-                                f"recurrent_dropout={self.recurrent_dropout}: cell "
-                                f"{self.cell.name!r} has no recurrent weights to apply recurrent "
-                                "(variational) dropout to")
+                    if self.recurrent_dropout:  # (a cell with recurrent_key: __post_init__)
                         ones = jnp.ones((B, c_layer[d][self.cell.recurrent_key].shape[-1]), xs.dtype)
                         rec_mask = dropout(k_rec, ones, rate["recurrent_dropout"])
                 c_out[d], ys = scan_over_time(

@@ -18,7 +18,7 @@ from pathlib import Path
 from lstm_research.errors import UserError, did_you_mean
 
 from lstm_research.models import width
-from lstm_research.models.recurrent import DTYPES, FUSED
+from lstm_research.models.recurrent import DTYPES, FUSED, make_stack
 from lstm_research.tasks import TASKS
 from lstm_research.tasks.base import config_fields
 from lstm_research.training.optim import INITS, OPTIMIZERS, SCHEDULES
@@ -135,6 +135,11 @@ def check_model(model, task_name=None) -> list[str]:
                 problems += _tied_sizes(model)
     elif not isinstance(model.cell, str):
         problems.append(f"model.cell={model.cell!r} must be a cell string such as 'lstm'")
+    if not problems:  # the stack's own checks of its knobs together (parallel, fused, ...)
+        try:
+            make_stack(width.padded(model))
+        except (UserError, ValueError) as e:
+            problems.append(f"model: {e}")
     return problems
 
 
