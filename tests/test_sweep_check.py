@@ -63,6 +63,22 @@ def test_values_are_type_checked_as_run_py_parses_them(kw, match):
         _check(**kw)
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(fixed=["train.lr=-1"]), r"--set: 1 problem in the config: train.lr=-1.0 must be"),
+    (dict(grid=["train.optimizer=adam,foo"]), r"--grid train.optimizer=foo: .*valid: sgd"),
+    (dict(grid=["task.name=foo,adding"]), r"--grid task.name=foo: "),
+    (dict(random=["train.lr=uniform(-1,1)"], trials=8), r"--random train.lr=-0\.\d+: .*train.lr="),
+    # in combination: plateau alone is fine with --set decay_factor=2, not with the grid's 1
+    (dict(grid=["train.schedule=constant,plateau", "train.decay_factor=1.0,2.0"]),
+     r"--grid train.decay_factor=1.0, --grid train.schedule=plateau: .*never changes"),
+])
+def test_values_are_checked_as_run_py_checks_them(kw, match):
+    # before: only parsed, so a sweep launched trials that each failed with exit status 2
+    with pytest.raises(SweepSpecError, match=match):
+        _check(**kw)
+    _check(grid=["train.schedule=constant,plateau"], fixed=["train.decay_factor=2"])
+
+
 @pytest.mark.parametrize("cell, match", [
     ("vanila", "unknown cell 'vanila'; valid cells: "),
     ("lstm:forget_bais=1", "unknown switch 'forget_bais' for cell 'lstm'"),

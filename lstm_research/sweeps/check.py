@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from lstm_research.errors import UserError
 from lstm_research.sweeps.spec import SweepSpec, SweepSpecError
-from lstm_research.sweeps.values import format_value
+from lstm_research.sweeps.values import format_value, is_seed_key
 
 __all__ = ["CELL_KEY", "EXECUTORS", "apply_overrides", "check_run_options", "check_spec", "load_trial_config"]
 
@@ -95,14 +95,42 @@ def check_spec(spec: SweepSpec, cwd: Path | str) -> dict:
     applied = apply_overrides(config, fixed, "--set", spec.config)
     if CELL_KEY in spec.fixed:
         _check_cell(spec.fixed[CELL_KEY], applied, "--set")
+    base = applied
+    _validate(base, "--set")
+    random_keys = {a.key for a in spec.random}
     for key, values in _swept_values(spec):
         flag = sources[key]
         for value in values:
             applied = apply_overrides(config, [*fixed, f"--config.{key}={format_value(value)}"], flag, spec.config)
             if key == CELL_KEY:
                 _check_cell(value, applied, flag)
-    base = apply_overrides(config, fixed, "--set", spec.config)
+            if key in random_keys or is_seed_key(key):  # (the other axes: in combination, below)
+                _validate(applied, f"{flag} {key}={format_value(value)}")
+    # the grid and zip axes' combinations, each value checked with the others it runs with
+    combos = {tuple((k, format_value(v)) for k, v in sorted(t.overrides.items())
+                    if k not in random_keys and not is_seed_key(k)) for t in spec.expand()}
+    for combo in sorted(combos):
+        if combo:
+            where = ", ".join(f"{sources[k]} {k}={v}" for k, v in combo)
+            _validate(apply_overrides(config, [*fixed, *(f"--config.{k}={v}" for k, v in combo)],
+                                      "--grid", spec.config), where)
     return json.loads(base.to_json_best_effort(sort_keys=True))
+
+
+#: the sections of a run.py config: a trial config with all of them is checked as run.py will
+RUN_SECTIONS = ("task", "model", "train", "parallel")
+
+
+def _validate(config, where: str) -> None:
+    """run.py's config checks (:func:`lstm_research.training.validate.validate_config`), for
+    a config of run.py's shape (an entry point of another shape checks its own)."""
+    if not all(k in config for k in RUN_SECTIONS):
+        return
+    from lstm_research.training.validate import validate_config
+    try:
+        validate_config(config)
+    except UserError as e:
+        raise SweepSpecError(f"{where}: {e}") from None
 
 
 def _sources(spec: SweepSpec) -> dict[str, str]:
