@@ -30,9 +30,30 @@ DEFAULT_CONFIG = "configs/adding.py"
 EXIT_USER_ERROR, EXIT_NON_FINITE, EXIT_PEER_LOST, EXIT_SIGTERM = 2, 3, 4, 143
 
 
+def _default_config() -> str:
+    """``configs/adding.py``, relative to the current folder as ``--config`` is, or next to this
+    file when run from elsewhere."""
+    if os.path.isfile(DEFAULT_CONFIG):
+        return DEFAULT_CONFIG
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG)
+
+
+def _config_first(argv):
+    """``argv`` with ``--config[=]VALUE`` moved before the ``--config.<key>`` overrides (absl's
+    config flags refuse an override that comes first; the order should not matter)."""
+    args = list(argv[1:])
+    for i, a in enumerate(args):
+        if a == "--":
+            break
+        if a.lstrip("-").partition("=")[0] == "config" and a.startswith("-"):
+            n = 1 if "=" in a or i + 1 >= len(args) or args[i + 1].startswith("-") else 2
+            return [argv[0], *args[i:i + n], *args[:i], *args[i + n:]]
+    return list(argv)
+
+
 def _config_args(argv):
     """(the --config value, the keys of --config.<key> overrides) as absl would read them."""
-    spec, keys, args = DEFAULT_CONFIG, [], list(argv[1:])
+    spec, keys, args = _default_config(), [], list(argv[1:])
     for i, a in enumerate(args):
         if a == "--":
             break
@@ -55,13 +76,32 @@ def _config_args(argv):
 
 def parse_command_line(argv):
     """(FlagValues, config) of ``argv``; UserError for anything wrong with it."""
+    argv = _config_first(argv)
+    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        print(config_listing())
+        print()
+        print(_flags(argv[:1]).get_help())
+        raise SystemExit(0)
     spec, keys = _config_args(argv)
     config = validate.load_config_file(spec)
-    validate.check_override_keys(config, keys)
+    validate.check_override_keys(config, keys)  # (before absl reads them: its errors are raw)
+    fv = _flags(argv)
+    try:
+        rest = fv(list(argv))
+        config = fv.config
+    except flags.Error as e:
+        raise UserError(str(e).strip().splitlines()[0] + "; see python run.py --help") from None
+    if len(rest) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(rest[1:])}; options are --name=value")
+    return fv, config
 
+
+def _flags(argv) -> flags.FlagValues:
+    """run.py's flags, the config's overrides read from ``argv``."""
     from ml_collections import config_flags
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.",
+    config_flags.DEFINE_config_file("config", _default_config(), "Experiment config file.",
                                     flag_values=fv, lock_config=True, sys_argv=list(argv))
     flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go "
                         "(default: runs/<config name>).", flag_values=fv)
@@ -74,20 +114,7 @@ def parse_command_line(argv):
     flags.DEFINE_bool("print_config", False, "Print the resolved config (after the "
                       "--config.<key> overrides) as JSON and exit; writes nothing.",
                       flag_values=fv)
-    if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        print(config_listing())
-        print()
-        print(fv.get_help())
-        raise SystemExit(0)
-    try:
-        rest = fv(list(argv))
-        config = fv.config
-    except flags.Error as e:
-        raise UserError(str(e).strip().splitlines()[0] + "; see python run.py --help") from None
-    if len(rest) > 1:
-        raise UserError(f"unexpected arguments: {' '.join(rest[1:])}; options are --name=value")
-    return fv, config
+    return fv
 
 
 def config_listing(root: str = os.path.dirname(os.path.abspath(__file__))) -> str:
@@ -120,7 +147,7 @@ def config_listing(root: str = os.path.dirname(os.path.abspath(__file__))) -> st
 def _default_workdir(fv) -> str:
     """``runs/<config file name>``, plus ``_<variant>`` for a config with variants (the default
     variant when none is given), so that the variants of one config do not share a workdir."""
-    spec = getattr(fv["config"], "config_filename", None) or DEFAULT_CONFIG
+    spec = getattr(fv["config"], "config_filename", None) or _default_config()
     path, _, variant = spec.partition(":")
     name = os.path.splitext(os.path.basename(path))[0]
     if not variant:

@@ -45,6 +45,22 @@ def test_print_config_is_the_resolved_config_and_writes_nothing(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []  # no runs/ folder, nothing
 
 
+def test_config_may_come_after_its_overrides_and_run_py_from_another_folder(tmp_path,
+                                                                             monkeypatch, capfd):
+    monkeypatch.chdir(ROOT)
+    for argv in (["--config.train.steps=7", "--config=configs/jsb.py"],
+                 ["--config.train.steps=7", "--config", "configs/jsb.py"]):
+        assert _main(*argv, "--print_config") == 0, capfd.readouterr().err
+        got = json.loads(capfd.readouterr().out)
+        assert (got["task"]["name"], got["train"]["steps"]) == ("jsb", 7)
+    monkeypatch.chdir(tmp_path)  # the default config is found next to run.py
+    assert _main("--config.train.steps=9", "--print_config") == 0, capfd.readouterr().err
+    assert json.loads(capfd.readouterr().out)["task"]["name"] == "adding"
+    with pytest.raises(SystemExit) as e:
+        _main("--help")
+    assert e.value.code == 0 and "Configs (--config=PATH[:variant])" in capfd.readouterr().out
+
+
 def test_print_config_of_a_bad_config_is_an_error(tmp_path, monkeypatch, capfd):
     monkeypatch.chdir(ROOT)
     assert _main("--config.train.steps=0", "--print_config") == 2
