@@ -233,6 +233,7 @@ def test_extension_refused_after_an_early_stop(tmp_path, monkeypatch, capfd):
     assert _run(wd, "--config.train.steps=60", "--config.train.target=10") == 2
     err = capfd.readouterr().err.splitlines()
     assert len(err) == 1 and "stopped early at step 10 (target reached" in err[0], err
+    assert "nothing to extend" in err[0] and "would differ" not in err[0]
     assert (wd / "result.json").read_text() == result
     assert json.loads((wd / "config.json").read_text())["train"]["steps"] == 30
 

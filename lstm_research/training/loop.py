@@ -243,10 +243,11 @@ class Trainer:
         tc = self.config.train
         return f"train.epochs={tc.epochs}" if tc.epochs else f"train.steps={tc.steps}"
 
-    def _refuse_extension(self, why: str):
+    def _refuse_extension(self, why: str,
+                          so: str = "the result would differ from a run given that budget from "
+                                    "the start"):
         raise UserError(f"workdir {self.workdir} cannot be extended to {self._budget_text()}: "
-                        f"{why}, so the result would differ from a run given that budget from "
-                        "the start; use another --workdir, or --overwrite to start over")
+                        f"{why}, so {so}; use another --workdir, or --overwrite to start over")
 
     def _check_extension(self, old: dict) -> None:
         """Refuse, before anything is written, to extend a run whose result would depend on its
@@ -273,7 +274,9 @@ class Trainer:
         if meta["stopped"]:
             ckpt.close()
             self._refuse_extension(f"the run stopped early at step {meta['step']} "
-                                   f"({meta['stopped']}); a longer run stops there too")
+                                   f"({meta['stopped']}); a run given the longer budget from "
+                                   "the start stops there too",
+                                   so="there is nothing to extend: its result is this run's")
         if self.is_main:
             (self.workdir / "result.json").unlink(missing_ok=True)
             write_config(self.workdir, self.config)
