@@ -103,6 +103,17 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.startswith("."))
 
 
+def test_a_folder_path_is_a_mirror_too(small, server, tmp_path, capfd):
+    # an offline copy of a data dir; it needed file:// before (the error told the user to pass
+    # the --mirror they had passed)
+    data_dir = tmp_path / "data"
+    rc, err = _run_cli(["download", "jsb", "--data_dir", str(data_dir),
+                        "--mirror", str(server.root / "mirror")], capfd)
+    assert rc == 0, err
+    rel = "jsb_chorales/jsb-chorales-quarter.json"
+    assert (data_dir / rel).read_bytes() == small[rel] and server.requests == []
+
+
 def test_mirror_downloads_every_file_then_has_nothing_to_do(small, server, tmp_path, capfd):
     data_dir = tmp_path / "data"
     rc, err = _run_cli(["download", "all", "--data_dir", str(data_dir),

@@ -32,7 +32,8 @@ def parse_args(argv):
                          f"~/.cache/lstm_research/data; now {files.default_data_dir()})")
     dl.add_argument("--mirror", default=None, metavar="URL",
                     help="fetch URL/<relpath> (e.g. URL/ptb/ptb.train.txt) instead of the "
-                         "canonical sources")
+                         "canonical sources; a folder path (an offline copy of a data dir) "
+                         "works too")
     return parser.parse_args(argv)
 
 

@@ -152,9 +152,16 @@ def _fetch_from_archive(url: str, members: list[KnownFile], root: Path, progress
     return out
 
 
+def mirror_url(mirror: str) -> str:
+    """``--mirror`` as a URL: a folder path (an offline copy of a data dir) becomes file://."""
+    if "://" not in mirror:
+        return Path(mirror).expanduser().resolve().as_uri()
+    return mirror
+
+
 def _fetch_all(todo: list[KnownFile], root: Path, mirror: str | None, progress) -> None:
     if mirror:
-        base = mirror.rstrip("/")
+        base = mirror_url(mirror).rstrip("/")
         for f in todo:
             _fetch_file(f"{base}/{f.relpath}", f, root / f.relpath, progress)
         return
