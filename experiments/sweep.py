@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "optimizer hyperparameters, input noise, initial gate biases or LSTM width) as one "
                         "vmapped program per process (for accelerators; on the 2-core CPU workers are faster: "
                         "see README)")
-    r.add_argument("--worker_max_trials", type=int, default=None,
-                   help="a worker is replaced after this many trials (default 300: "
+    r.add_argument("--worker_max_trials", type=int, default=argparse.SUPPRESS,
+                   help="a worker is replaced after this many trials (default: 300, "
                         "lstm_research.sweeps.workers.WorkerOptions)")
     r.add_argument("--worker_max_rss_gb", type=float, default=4.0,
                    help="a worker is replaced when its resident memory exceeds this (GB) after a trial")
@@ -148,7 +148,8 @@ def _summarize(sweep_dir: str, args) -> None:
 def _worker_options(args):
     from lstm_research.sweeps.workers import WorkerOptions, available_cpus
 
-    given = {} if args.worker_max_trials is None else {"max_trials": args.worker_max_trials}
+    given = ({"max_trials": args.worker_max_trials} if hasattr(args, "worker_max_trials")
+             else {})
     return WorkerOptions(workers=available_cpus() if args.workers == "auto" else args.workers,
                          max_rss_gb=args.worker_max_rss_gb, **given)
 
