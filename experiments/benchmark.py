@@ -775,6 +775,13 @@ def main(argv=None):
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        # (importing lstm_research sets an XLA:CPU option for every JAX program in the process,
+        # Flax's included: record what the runs compiled with)
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "torch_allow_tf32": None if torch is None else {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32},
         "retain_freed_memory": retained,
         "suites": suites,
     }}
