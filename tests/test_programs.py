@@ -173,6 +173,16 @@ def test_a_changed_jax_flag_changes_the_fingerprint():
     assert programs.fingerprint() == before
 
 
+def test_another_version_of_a_traced_library_changes_the_fingerprint(monkeypatch):
+    # an upgraded optax (or Flax, NumPy) traces other programs: its executables must not load
+    before = programs.fingerprint()
+    versions = dict(programs._traced_libraries())
+    assert versions["optax"] and versions["flax"] and versions["numpy"]
+    monkeypatch.setattr(programs, "_traced_libraries",
+                        lambda: tuple({**versions, "optax": "0.0.1"}.items()))
+    assert programs.fingerprint() != before
+
+
 def test_the_store_keeps_the_last_versions_and_deletes_older_ones_with_their_jax_entries(
         tmp_path, monkeypatch):
     cache = tmp_path / "cache"

@@ -20,6 +20,7 @@ processes, nothing is stored: programs are compiled as ``jax.jit`` would compile
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -60,17 +61,19 @@ def store_dir() -> Path | None:
 
 def fingerprint() -> str:
     """What, besides a program's own key, decides the executable compiled from it: the source of
-    this package (a changed line changes what is traced), JAX's and jaxlib's versions and flags
-    (but the caches' own; read at each call, so a flag changed in between counts), the backend
-    and its devices, XLA's flags, and the CPU (its features decide the code XLA:CPU emits)."""
+    this package as this process imported it (a changed line changes what is traced), the
+    versions of the libraries whose code is traced too (JAX, jaxlib, Flax, optax, NumPy), JAX's
+    flags (but the caches' own; read at each call, so a flag changed in between counts), the
+    backend and its devices, XLA's flags, and the CPU (its features decide the code XLA:CPU
+    emits)."""
     flags = sorted((k, repr(v)) for k, v in jax.config.values.items() if "cache" not in k)
     devices = [(d.platform, d.device_kind) for d in jax.devices()]
-    text = repr((_source_digest(), jax.__version__, jax.lib.__version__, flags, devices,
-                 os.environ.get("XLA_FLAGS", ""), platform.machine(), _cpu_flags()))
+    text = repr((_SOURCE_DIGEST, jax.__version__, jax.lib.__version__, _traced_libraries(),
+                 flags, devices, os.environ.get("XLA_FLAGS", ""), platform.machine(),
+                 _cpu_flags()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.cache
 def _source_digest() -> str:
     h = hashlib.sha256()
     package = Path(__file__).resolve().parents[1]
@@ -78,6 +81,25 @@ def _source_digest() -> str:
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+# taken at import, with the package's modules: a file edited between this process's imports and
+# its first compile would otherwise store old code's executable under the new code's digest
+_SOURCE_DIGEST = _source_digest()
+
+
+@functools.cache
+def _traced_libraries() -> tuple:
+    """The versions of the libraries besides JAX whose Python code is traced into programs (an
+    upgrade of optax changes the optimizer's program without changing this package)."""
+    from importlib import metadata
+    out = []
+    for name in ("flax", "optax", "numpy"):
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            out.append((name, None))
+    return tuple(out)
 
 
 @functools.cache
@@ -225,14 +247,15 @@ def compiled(name: str, traced_from: str, fn, args, *, donate_argnums=(), compil
     if cached:
         program = _compile(fn, f"{own}_{os.getpid()}_{time.time_ns()}", args, donate_argnums,
                            compiler_options)[0]
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         blob = zlib.compress(pickle.dumps(serialize_executable.serialize(program)), 1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(blob)
         os.replace(tmp, path)
     except (OSError, ValueError):  # a full disk or an unserializable program: not stored
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # (a partial file would keep taking the space)
     return program
 
 
