@@ -189,6 +189,28 @@ def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, reference,
     _assert_same_as_reference(tmp_path, reference)
 
 
+@pytest.mark.parametrize("gone", ["best_step", "every_best"])
+def test_a_lost_best_checkpoint_reports_one_steps_valid_and_test(tmp_path, gone, capfd):
+    # the test metrics were those of another step's parameters than best_step and valid said
+    config = small()
+    first = Trainer(config, tmp_path, progress=False).run()
+    best = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "best").iterdir()
+                  if p.name.isdigit())
+    assert first["best_step"] == best[-1] and len(best) == 2
+    valid_at = {r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")}
+                for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+                if r["split"] == "valid"}
+    (tmp_path / "result.json").unlink()
+    for step in (best if gone == "every_best" else best[-1:]):
+        shutil.rmtree(tmp_path / "checkpoints" / "best" / str(step))
+    capfd.readouterr()
+    again = Trainer(config, tmp_path, progress=False).run()
+    step = best[0] if gone == "best_step" else config.train.steps
+    assert again["best_step"] == step and again["valid"] == valid_at[step]
+    assert f"best checkpoint of step {best[-1]} is damaged or gone" in again["best_fallback"]
+    assert "warning: the best checkpoint" in capfd.readouterr().err
+
+
 def test_no_intact_checkpoint_left_is_a_clear_error(tmp_path):
     latest = _crashed_run(tmp_path)
     for step in ("10", "15"):  # every data file of both steps

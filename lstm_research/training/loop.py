@@ -25,7 +25,7 @@ from absl import logging
 from lstm_research import models
 from lstm_research.errors import UserError
 from lstm_research.models import width
-from lstm_research.training import diagnostics, optim, parallel, programs, steps
+from lstm_research.training import checkpoint, diagnostics, optim, parallel, programs, steps
 from lstm_research.training.batches import (length_groups, pad_time_at_least, pad_time_to,
                                              padded_length)
 from lstm_research.training.checkpoint import Checkpoints, end_sigterm_handling
@@ -473,17 +473,31 @@ class Trainer:
             meta["stopped"] = f"target reached: valid {task.metric} {value:.4g}"
 
     def _finish(self, arrays, meta, ckpt, n_params):
-        if self._best is not None and self._best[0] == meta["best_step"]:
+        best_step, valid, extra = meta["best_step"], meta["best_valid"], {}
+        if self._best is not None and self._best[0] == best_step:
             params = self._best[1]  # what the best checkpoint holds: not read back (0.03 s)
         else:  # best before this process resumed the run, or none
             best = ckpt.restore_best({"params": arrays["params"]}, at_most=meta["step"])
             params = best[0]["params"] if best else arrays["params"]
+            found = best[1]["step"] if best else None
+            if best_step >= 0 and found != best_step:
+                # the best step's checkpoint is damaged or gone: report one step's parameters,
+                # validation and test alike (an older best's, else the last step's)
+                if best:
+                    best_step, valid = found, best[1]["best_valid"]
+                else:
+                    best_step, valid = meta["step"], self.evaluate(params, "valid")
+                extra["best_fallback"] = (f"the best checkpoint of step {meta['best_step']} is "
+                                          f"damaged or gone; valid and test are step "
+                                          f"{best_step}'s")
+                if self.is_main:
+                    checkpoint.warn(extra["best_fallback"])
         test = self.evaluate(params, "test")
         wall = meta["wall_time"] + time.time() - self._segment_start
-        result = run_result(self.config, self.task, valid=meta["best_valid"], test=test,
-                            best_step=meta["best_step"], steps=meta["step"],
+        result = run_result(self.config, self.task, valid=valid, test=test,
+                            best_step=best_step, steps=meta["step"],
                             stopped=meta["stopped"] or "all steps done",
-                            wall_time=round(wall, 2), num_params=n_params)
+                            wall_time=round(wall, 2), num_params=n_params, **extra)
         if self.is_main:
             write_atomic(self.workdir / "result.json", json.dumps(result, indent=2))
             print(summary_line(result))
