@@ -101,3 +101,24 @@ def test_a_ragged_last_batch_runs_replicated_and_equals_one_device(tmp_path):
     assert results[0]["steps"] == results[1]["steps"] == 58  # 57 batches of 4, one of 1
     for split in ("valid", "test"):
         np.testing.assert_allclose(results[1][split]["nll"], results[0][split]["nll"], rtol=1e-5)
+
+
+def test_a_run_with_batch_per_device_resumes_on_its_own_device_count_only(tmp_path):
+    # its global batch follows the device count, which config.json does not hold: extended on
+    # 2 devices, a 1-device run went on with twice the batch
+    def run_py(devices, steps):
+        env = dict(os.environ, JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        return subprocess.run([sys.executable, "run.py", "--config.parallel.batch_per_device=8",
+                               "--config.task.T=12", "--config.task.eval_size=32",
+                               "--config.model.hidden_size=8", f"--config.train.steps={steps}",
+                               "--config.train.eval_every=10", "--noprogress",
+                               f"--workdir={tmp_path}"], env=env, capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+    assert run_py(1, 10).returncode == 0
+    refused = run_py(2, 20)
+    assert refused.returncode == 2
+    assert ("was trained with a global batch of 8 (parallel.batch_per_device=8 on 1 "
+            "data-parallel devices); here it would be 16") in refused.stderr
+    assert run_py(1, 20).returncode == 0
+    assert json.loads((tmp_path / "result.json").read_text())["steps"] == 20

@@ -307,6 +307,7 @@ class Trainer:
         if restored is not None:
             arrays, meta = restored
             logging.info("resumed from step %d", meta["step"])
+        self._check_global_batch(meta, ckpt)
         if self.extends is not None:
             self._begin_extension(meta, ckpt)
         # best is saved before latest: after a kill in between, best is ahead; the resumed
@@ -330,6 +331,22 @@ class Trainer:
             reporter.close()
             ckpt.close()
         return result
+
+    def _check_global_batch(self, meta, ckpt) -> None:
+        """With ``parallel.batch_per_device`` the global batch follows the device count, which
+        config.json does not hold: a run resumed or extended on another count is refused (it
+        would go on with another batch). The checkpoints record it from the first save on."""
+        batch = getattr(self.task, "batch_size", None)
+        was = meta.get("global_batch")
+        if self.config.parallel.batch_per_device and was is not None and was != batch:
+            ckpt.close()
+            raise UserError(
+                f"workdir {self.workdir} was trained with a global batch of {was} "
+                f"(parallel.batch_per_device={self.config.parallel.batch_per_device} on "
+                f"{was // self.config.parallel.batch_per_device} data-parallel devices); here it "
+                f"would be {batch}: resume it on the same number of devices, or use another "
+                "--workdir")
+        meta["global_batch"] = batch
 
     def _on_sigterm(self, signum, frame):
         self._stop_requested = True
