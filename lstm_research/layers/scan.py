@@ -100,12 +100,12 @@ def scan(cell: Cell, params, xs: jax.Array, carry, *, lengths=None, reverse=Fals
       (once) and does what ``"auto"`` does.
     * ``unroll``: loop iterations per compiled loop body (``jax.lax.scan``'s ``unroll``).
     """
-    check_fused(fused)
+    check_options(cell, parallel=parallel, fused=fused,
+                  recurrent_dropout=recurrent_mask is not None, zoneout=zoneout, remat=remat)
     if reverse:
         xs = reverse_sequences(xs, lengths)
     if parallel:
-        carry, ys = _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout,
-                                   fused)
+        carry, ys = _scan_parallel(cell, params, xs, carry, lengths, fused)
     else:
         path = _path(cell, params, xs, carry, zoneout, remat, fused)
         if path == "pallas":  # (its kernels loop inside themselves: ``unroll`` does not apply)
@@ -128,13 +128,34 @@ def check_fused(fused) -> None:
         raise UserError(f"fused must be one of {FUSED_VALUES}, got {fused!r}")
 
 
+def check_options(cell: Cell, *, parallel=False, fused="auto", recurrent_dropout=False,
+                  zoneout=None, remat=False) -> None:
+    """UserError for options a layer of ``cell`` cannot run (:func:`scan` checks them, and
+    ``Stack`` when it is built, before a run writes anything): a bad ``fused`` or ``zoneout``,
+    recurrent dropout without recurrent weights, the parallel form where there is none or with
+    recurrent dropout or zoneout, ``fused=True`` where the fused layer does not apply."""
+    check_fused(fused)
+    rates = zoneout_rates(cell, zoneout)
+    if recurrent_dropout and cell.recurrent_key is None:
+        raise UserError(f"cell {cell.name!r} has no recurrent weights to apply recurrent "
+                        "(variational) dropout to")
+    if parallel:
+        if not cell.has_parallel_form:
+            raise UserError(f"cell {cell.name!r} has no parallel form; only minlstm and mingru "
+                            "do")
+        if recurrent_dropout or rates:
+            raise UserError("the parallel form supports neither recurrent dropout nor zoneout")
+    elif fused is True:
+        why = fused_lib.unsupported(cell, zoneout=rates, remat=remat)
+        if why is not None:
+            raise UserError(f"fused=True, but the fused path does not support this: {why}")
+
+
 def _path(cell, params, xs, carry, zoneout, remat, fused) -> str:
     """Which layer runs a sequential scan: "pallas", "fused" or "generic" (logs why once when
-    ``fused="pallas"`` falls back; UserError when ``fused=True`` cannot be honoured)."""
+    ``fused="pallas"`` falls back; ``fused=True`` where it cannot be: :func:`check_options`)."""
     why = "fused=False" if fused is False else fused_lib.unsupported(
         cell, zoneout=zoneout, remat=remat)
-    if fused is True and why is not None:
-        raise UserError(f"fused=True, but the fused path does not support this: {why}")
     if fused == "pallas":
         # in the dtype it would compute in
         dtype = jnp.result_type(xs, *jax.tree.leaves(params), *jax.tree.leaves(carry))
@@ -147,13 +168,9 @@ def _path(cell, params, xs, carry, zoneout, remat, fused) -> str:
     return "generic" if why else "fused"
 
 
-def _scan_parallel(cell, params, xs, carry, lengths, recurrent_mask, zoneout, fused):
+def _scan_parallel(cell, params, xs, carry, lengths, fused):
     """The cell's parallel form: the chunked recurrence on CPUs unless ``fused`` is False,
-    else the associative scan."""
-    if not cell.has_parallel_form:
-        raise UserError(f"cell {cell.name!r} has no parallel form; only minlstm and mingru do")
-    if recurrent_mask is not None or zoneout:
-        raise UserError("the parallel form supports neither recurrent dropout nor zoneout")
+    else the associative scan (the cell and options: :func:`check_options`)."""
     chunked = fused is not False and jax.default_backend() == "cpu"
     if fused is True and not chunked:
         raise UserError("fused=True, but the fused path does not support this: the chunked "
@@ -169,9 +186,6 @@ def _scan_steps(cell, params, xs, carry, lengths, recurrent_mask, zoneout, key, 
     T = xs.shape[0]
     valid = valid_mask(lengths, T)
     px = cell.project(params, xs)
-    if recurrent_mask is not None and cell.recurrent_key is None:
-        raise UserError(f"cell {cell.name!r} has no recurrent weights to apply "
-                        "recurrent (variational) dropout to")
     rates = zoneout_rates(cell, zoneout)
 
     def body(c, inp):

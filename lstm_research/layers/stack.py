@@ -13,7 +13,7 @@ from lstm_research import prng
 from lstm_research.cells.base import Cell
 from lstm_research.errors import UserError
 from lstm_research.layers import fused as fused_lib
-from lstm_research.layers.scan import check_fused, wavefront_scan, zoneout_rates
+from lstm_research.layers.scan import check_options, wavefront_scan, zoneout_rates
 from lstm_research.layers.scan import scan as scan_over_time
 
 
@@ -90,8 +90,6 @@ class Stack:
                                                 and not isinstance(self.unroll, bool)):
             raise UserError(f"unroll must be a positive int (or True: fully unrolled), "
                             f"got {self.unroll!r}")
-        check_fused(self.fused)
-        self.zoneout_rates()  # validate
         if self.wavefront:
             conflicts = [f"{k}={getattr(self, k)!r}" for k in (
                 "bidirectional", "dropout", "input_dropout", "recurrent_dropout", "zoneout",
@@ -101,22 +99,9 @@ class Stack:
                                 "without dropout or zoneout in one loop; this stack has "
                                 + ", ".join(conflicts))
         # what scanning would refuse, refused now (before a run writes its workdir)
-        if self.recurrent_dropout and self.cell.recurrent_key is None:
-            raise UserError(f"recurrent_dropout={self.recurrent_dropout}: cell "
-                            f"{self.cell.name!r} has no recurrent weights to apply recurrent "
-                            "(variational) dropout to")
-        if self.parallel:
-            if not self.cell.has_parallel_form:
-                raise UserError(f"cell {self.cell.name!r} has no parallel form; only minlstm "
-                                "and mingru do")
-            if self.recurrent_dropout or self.zoneout:
-                raise UserError("the parallel form supports neither recurrent dropout nor "
-                                "zoneout")
-        elif self.fused is True:
-            why = fused_lib.unsupported(self.cell, zoneout=self.zoneout_rates(),
-                                        remat=self.remat)
-            if why is not None:
-                raise UserError(f"fused=True, but the fused path does not support this: {why}")
+        check_options(self.cell, parallel=self.parallel, fused=self.fused,
+                      recurrent_dropout=bool(self.recurrent_dropout), zoneout=self.zoneout,
+                      remat=self.remat)
 
     @property
     def length_free(self) -> bool:
