@@ -20,6 +20,7 @@ import copy
 import difflib
 import importlib.util
 import inspect
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -83,8 +84,6 @@ def check_spec(spec: SweepSpec, cwd: Path | str) -> dict:
     values: ``sweep.json`` keeps it, so a rerun after the file or the library's defaults changed
     is noticed (``sweepdir.prepare_sweep_dir``).
     """
-    import json
-
     import ml_collections
 
     config = load_trial_config(spec.config, cwd)

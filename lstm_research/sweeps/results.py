@@ -188,12 +188,13 @@ def restorable_rows(csv_path: Path | str, trials: Sequence[Trial]) -> list[dict]
     if rows and not {"trial", "status"} <= set(rows[0]):
         raise UserError(f"--restore_results {csv_path}: not a results.csv (no 'trial' and 'status' columns)")
     by_hash = {t.hash: t.id for t in trials}
-    done = [r for r in rows if r["status"] == "done"]
-    foreign = [r["trial"] for r in done if str(r["trial"]).rsplit("_", 1)[-1] not in by_hash]
+    done = [(r, by_hash.get(str(r["trial"]).rsplit("_", 1)[-1])) for r in rows
+            if r["status"] == "done"]
+    foreign = [r["trial"] for r, ours in done if ours is None]
     if foreign:
         raise UserError(f"--restore_results {csv_path}: {len(foreign)} of its {len(done)} done trials are "
                         f"not trials of this sweep (e.g. {foreign[0]!r}); it holds another sweep's results")
-    return [{**r, "trial": by_hash[str(r["trial"]).rsplit("_", 1)[-1]]} for r in done]
+    return [{**r, "trial": ours} for r, ours in done]
 
 
 def restore_results(sweep_dir: Path | str, rows: Sequence[Mapping], source: str) -> int:
